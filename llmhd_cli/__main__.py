@@ -1,0 +1,3 @@
+from llmhd_cli.cli import main
+
+main()

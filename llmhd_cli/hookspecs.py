@@ -1,0 +1,47 @@
+"""Hook specifications: the only way features enter llmhd.
+
+Built-in backbones, denoisers and dataset sources are registered through these same hooks
+(see the `llmhd_plugins` package), exactly as a third-party plugin registers its own through
+the `llmhd` setuptools entry-point group. Each hook receives a `register` callback; call it
+once per thing you provide.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("llmhd")
+hookimpl = pluggy.HookimplMarker("llmhd")
+
+
+@hookspec
+def register_backbones(register):
+    """Register recommendation backbones.
+
+    Call ``register(backbone)`` with an `llmhd_cli.backbones.Backbone` for each model. A
+    backbone names a RecBole general recommender class, its default hyperparameters and
+    how to score (user, item) pairs from it.
+    """
+
+
+@hookspec
+def register_denoisers(register):
+    """Register denoisers.
+
+    Call ``register(spec)`` with an `llmhd_cli.denoising.DenoiserSpec`: a name, a factory
+    building the denoiser from its options, and the options (each one becomes a
+    ``llmhd train`` flag and a ``[denoiser]`` config key).
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset sources and built-in datasets.
+
+    Call ``register(source)`` with an `llmhd_cli.datasets.DatasetSource`: something that
+    turns files (or a built-in resource) into raw interactions and item texts for
+    ``llmhd prepare``.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add subcommands to the ``llmhd`` Click group ``cli`` (e.g. with ``@cli.command()``)."""

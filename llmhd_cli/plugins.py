@@ -1,0 +1,116 @@
+"""Plugin manager: built-in plugins plus third-party ones from the `llmhd` entry-point group.
+
+Registries are filled lazily by calling each ``register_*`` hook once; every registered
+object is recorded with the plugin that provided it, which is what ``llmhd plugins`` shows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from llmhd_cli import hookspecs
+from llmhd_cli.errors import LLMHDError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "llmhd_plugins.backbones",
+    "llmhd_plugins.denoisers",
+    "llmhd_plugins.datasets",
+)
+
+pm = pluggy.PluginManager("llmhd")
+pm.add_hookspecs(hookspecs)
+_loaded = False
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register the built-in plugins and every installed `llmhd` entry point (once)."""
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    for name in DEFAULT_PLUGINS:
+        module = importlib.import_module(name)
+        pm.register(module, name)
+    pm.load_setuptools_entrypoints("llmhd")
+    return pm
+
+
+@dataclass
+class Registry:
+    """Named things of one kind (backbones, denoisers, ...) and which plugin gave each."""
+
+    kind: str
+    items: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str, flag: str) -> Any:
+        if name not in self.items:
+            known = ", ".join(sorted(self.items)) or "none"
+            raise LLMHDError(f"{flag}: unknown {self.kind} '{name}' (known: {known})")
+        return self.items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.items)
+
+
+_registries: dict[str, Registry] = {}
+
+
+def _collect(hook_name: str, kind: str) -> Registry:
+    if hook_name in _registries:
+        return _registries[hook_name]
+    load_plugins()
+    registry = Registry(kind)
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        owner = pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", "?")
+
+        def register(obj: Any, _owner: str = owner) -> None:
+            name = obj.name
+            if name in registry.items:
+                raise LLMHDError(
+                    f"plugin '{_owner}' registers {kind} '{name}', already registered by "
+                    f"'{registry.owners[name]}'; uninstall one of them"
+                )
+            registry.items[name] = obj
+            registry.owners[name] = _owner
+
+        impl.function(register=register)
+    _registries[hook_name] = registry
+    return registry
+
+
+def registry(kind: str) -> Registry:
+    """The registry for ``kind``: one of ``backbone``, ``denoiser``, ``dataset``."""
+    hooks = {
+        "backbone": "register_backbones",
+        "denoiser": "register_denoisers",
+        "dataset": "register_datasets",
+    }
+    if kind not in hooks:
+        raise KeyError(kind)
+    return _collect(hooks[kind], kind)
+
+
+def all_registries() -> list[Registry]:
+    return [registry(k) for k in ("backbone", "denoiser", "dataset")]
+
+
+def add_commands(cli: Any) -> None:
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+
+
+def plugin_names() -> list[str]:
+    load_plugins()
+    return [pm.get_name(p) for p in pm.get_plugins()]
+
+
+Register = Callable[[Any], None]

@@ -1,0 +1,8 @@
+"""Built-in denoisers."""
+
+from llmhd_cli.hookspecs import hookimpl
+
+
+@hookimpl
+def register_denoisers(register):
+    return None
