@@ -45,3 +45,21 @@ def register_datasets(register):
 @hookspec
 def register_commands(cli):
     """Add subcommands to the ``llmhd`` Click group ``cli`` (e.g. with ``@cli.command()``)."""
+
+
+@hookspec
+def register_providers(register):
+    """Register LLM providers.
+
+    Call ``register(provider_class)`` with a subclass of `llmhd_cli.llm.base.Provider` (its
+    ``name`` attribute is the provider name used by ``--provider``).
+    """
+
+
+@hookspec
+def register_prompt_templates(register):
+    """Register prompt template sets.
+
+    Call ``register(template_set)`` with an `llmhd_cli.llm.prompts.TemplateSet` (a named set
+    of TOML templates for one domain, e.g. a folder of ``*.toml`` files).
+    """

@@ -22,6 +22,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmhd_plugins.backbones",
     "llmhd_plugins.denoisers",
     "llmhd_plugins.datasets",
+    "llmhd_plugins.providers_openai",
+    "llmhd_plugins.providers_anthropic",
+    "llmhd_plugins.providers_embed",
+    "llmhd_plugins.providers_oracle",
+    "llmhd_plugins.prompt_sets",
 )
 
 pm = pluggy.PluginManager("llmhd")
@@ -88,11 +93,13 @@ def _collect(hook_name: str, kind: str) -> Registry:
 
 
 def registry(kind: str) -> Registry:
-    """The registry for ``kind``: one of ``backbone``, ``denoiser``, ``dataset``."""
+    """The registry for ``kind``: backbone, denoiser, dataset, provider or prompt set."""
     hooks = {
         "backbone": "register_backbones",
         "denoiser": "register_denoisers",
         "dataset": "register_datasets",
+        "provider": "register_providers",
+        "prompt set": "register_prompt_templates",
     }
     if kind not in hooks:
         raise KeyError(kind)
@@ -100,7 +107,7 @@ def registry(kind: str) -> Registry:
 
 
 def all_registries() -> list[Registry]:
-    return [registry(k) for k in ("backbone", "denoiser", "dataset")]
+    return [registry(k) for k in ("backbone", "denoiser", "dataset", "provider", "prompt set")]
 
 
 def add_commands(cli: Any) -> None:

@@ -1,0 +1,8 @@
+"""Built-in LLM provider plugin (providers_anthropic); being written."""
+
+from llmhd_cli.hookspecs import hookimpl
+
+
+@hookimpl
+def register_providers(register):
+    return None
