@@ -12,7 +12,9 @@ client, so a provider implements only the call itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+from llmhd_cli.errors import LLMHDError
 
 # Task kinds a template can have; providers that do not generate text dispatch on these.
 TASKS = ("summarize", "score", "update_fp", "update_fn", "item_profile")
@@ -31,6 +33,11 @@ class LLMRequest:
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ...
     response_schema: dict[str, Any] | None = None  # JSON schema for structured output, if any
     want_logprobs: bool = False
+    # The template's parser: text -> value, raising ValueError on a malformed answer. Not part of
+    # equality or the cache key (the template hash already pins the template and its parser).
+    parse: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
+    # Appended to the prompt when the first answer does not parse (one re-ask); None: a generic one.
+    reask_hint: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -44,15 +51,25 @@ class LLMResponse:
     model: str
     value: Any = None  # set by non-generative providers; skips parsing
     logprobs: list[dict[str, float]] | None = None  # per output token: {token: logprob} top alternatives
+    tokens: list[str] | None = None  # the chosen output tokens, aligned with ``logprobs``
 
 
 class ProviderError(Exception):
-    """A call failed. ``retryable`` marks rate limits, timeouts and 5xx; ``retry_after`` (s) honours the server."""
+    """A call failed. ``retryable`` marks rate limits, timeouts and 5xx; ``retry_after`` (s) honours the server.
 
-    def __init__(self, message: str, retryable: bool = False, retry_after: float | None = None) -> None:
+    ``unreachable`` marks connection errors and timeouts: when they outlast the retries the
+    client stops the whole run with a one-line `LLMHDError`. ``fatal`` marks errors that every
+    later call would hit too (bad key, unknown model): the run stops at once. Anything else
+    fails only its own request.
+    """
+
+    def __init__(self, message: str, retryable: bool = False, retry_after: float | None = None,
+                 *, unreachable: bool = False, fatal: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.unreachable = unreachable
+        self.fatal = fatal
 
 
 class Provider:
@@ -69,6 +86,9 @@ class Provider:
     key_env: str | None = None
     generative: bool = True
     upper_bound: bool = False  # True for diagnostics that see ground truth (oracle)
+    cacheable: bool = True  # False: answers are not stored (still counted in the ledger)
+    base_url_env: str | None = None  # environment variable with the default base URL, if any
+    needs_key: bool = True  # False for offline providers; generative ones need a key unless base_url is set
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -79,3 +99,18 @@ class Provider:
 
     def complete(self, request: LLMRequest) -> LLMResponse:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections; called by the client's ``close``."""
+
+    @classmethod
+    def check_model(cls, model: str, base_url: str | None = None) -> None:
+        """Raise `LLMHDError` for a model this provider does not serve (listing the known ones)."""
+        if cls.models and model not in cls.models:
+            raise LLMHDError(f"--model: unknown model '{model}' for provider '{cls.name}' "
+                             f"(known: {', '.join(cls.models)})")
+
+    @classmethod
+    def key_required(cls, base_url: str | None) -> bool:
+        """Whether an API key must be configured; a custom server (base_url) usually takes none."""
+        return cls.needs_key and cls.key_env is not None and not base_url
