@@ -80,6 +80,84 @@ def plugins_command() -> None:
     console.print(table)
 
 
+# --------------------------------------------------------------------------- prepare
+
+
+def _split_csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@cli.command("prepare")
+@click.option("-d", "--dataset", "name", default=None, help="Dataset name (folder under <workspace>/datasets) [default: config 'default_dataset', else ml-100k].")
+@click.option("--source", "source_dir", type=click.Path(path_type=Path), default=None, help="Folder with the dataset's files; not needed for built-ins (ml-100k).")
+@click.option("--format", "fmt", default="auto", help="Source format: auto (detect), rlmrec, atomic, or one a plugin adds.")
+@click.option("--domain", default=None, help="Text domain for prompts [default: known names' own (amazon-books: books, yelp: businesses, steam: games, ml-100k: movies), else 'items'].")
+@click.option("--text-fields", default=None, help="Comma-separated .item columns that make an item's text (atomic format) [default: all but item_id].")
+@click.option("--min-rating", type=float, default=3.0, help="Interactions rated below this leave the clean data.")
+@click.option("--kcore", type=int, default=5, help="Iterative K-core on users and items of the clean data (0 or 1: off).")
+@click.option("--seed", type=int, default=2024, help="Seed of the per-user 3:1:1 split and the noise draw.")
+@click.option("--noise-ratio", type=float, default=0.05, help="Injected noise as a fraction of the clean training set (0: none).")
+@click.option("--noise-source", type=click.Choice(["low-rating", "random"]), default=None, help="low-rating: the same users' pairs rated below --min-rating; random: unobserved pairs [default: low-rating for rating data, random otherwise].")
+@click.option("--force", is_flag=True, help="Replace an already prepared dataset of that name.")
+@pass_state
+def prepare_command(
+    state: State,
+    name: str | None,
+    source_dir: Path | None,
+    fmt: str,
+    domain: str | None,
+    text_fields: str | None,
+    min_rating: float,
+    kcore: int,
+    seed: int,
+    noise_ratio: float,
+    noise_source: str | None,
+    force: bool,
+) -> None:
+    """Clean, split and add noise to a dataset; write it to <workspace>/datasets/<name>/."""
+    from llmhd_cli.config import default_dataset
+    from llmhd_cli.prepare import PrepareOptions, prepare_dataset
+
+    options = PrepareOptions(
+        name=name or default_dataset(),
+        source_dir=source_dir,
+        format=fmt,
+        domain=domain,
+        text_fields=_split_csv(text_fields),
+        min_rating=min_rating,
+        kcore=kcore,
+        seed=seed,
+        noise_ratio=noise_ratio,
+        noise_source=noise_source,
+        force=force,
+    )
+    with console.status(f"preparing {options.name} ..."):
+        dataset = prepare_dataset(state.workspace, options)
+    info, stats = dataset.info, dataset.info.stats
+    noise_note = f"{stats['noise']:,} {info.options['noise_source']} noise pairs" if stats["noise"] else "no noise"
+    table = Table(
+        title=f"{info.name} ({info.domain}, source {info.source})",
+        caption=f"train includes the {noise_note}; sparsity = 1 - #interactions / (#users x #items)",
+    )
+    for column in ("dataset", "split", "#users", "#items", "#interactions", "sparsity", "noise"):
+        table.add_column(column, justify="left" if column in ("dataset", "split") else "right")
+    grid = stats["users"] * stats["items"]
+    for split in ("train", "valid", "test"):
+        table.add_row(
+            info.name if split == "train" else "",
+            split,
+            f"{stats['users']:,}",
+            f"{stats['items']:,}",
+            f"{stats[split]:,}",
+            f"{100 * (1 - stats[split] / grid):.2f}%",
+            f"{stats['noise']:,}" if split == "train" else "-",
+        )
+    console.print(table)
+    for note in info.notes:
+        console.print(f"note: {note}", style="dim", highlight=False)
+    console.print(f"wrote {dataset.path}", highlight=False)
+
+
 def _build() -> click.Group:
     from llmhd_cli import plugins
 
