@@ -1,8 +1,102 @@
-"""Built-in LLM provider plugin (providers_anthropic); being written."""
+"""The `anthropic` provider: the Messages API through the official SDK.
+
+``--base-url`` points it at another endpoint (a proxy, or the local test server). Structured
+output is a forced tool call whose input schema is the request's schema; the tool input comes
+back as JSON text for the template's parser. Anthropic gives no token log-probabilities.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import Any
 
 from llmhd_cli.hookspecs import hookimpl
+from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
+from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
+from llmhd_plugins.providers_openai import provider_error
+
+DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
+PASS_THROUGH = ("temperature", "top_p", "top_k")
+TOOL_NAME = "answer"
+
+log = logging.getLogger(__name__)
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+    description = "Anthropic Claude models through the Messages API"
+    models = ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest")
+    key_env = "ANTHROPIC_API_KEY"
+    base_url_env = "ANTHROPIC_BASE_URL"
+
+    def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        super().__init__(model, base_url, api_key, options)
+        import anthropic
+
+        self._sdk = anthropic
+        self._client = anthropic.Anthropic(api_key=api_key or "no-key", base_url=base_url, max_retries=0,
+                                           timeout=float(self.options.get("timeout", 60)))
+        # Recent SDKs dropped the sampling parameters (current models fix them); send them only
+        # where the installed SDK still takes them.
+        accepted = inspect.signature(self._client.messages.create).parameters
+        self._sampling = tuple(k for k in PASS_THROUGH if k in accepted)
+        self._warned = False
+
+    @classmethod
+    def key_required(cls, base_url: str | None) -> bool:
+        return True  # a proxy in front of Anthropic still wants the key
+
+    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": int(request.params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+            "messages": [{"role": "user", "content": request.prompt}],
+        }
+        if request.system:
+            kwargs["system"] = request.system
+        kwargs.update({k: request.params[k] for k in self._sampling if k in request.params})
+        dropped = [k for k in PASS_THROUGH if k in request.params and k not in self._sampling]
+        if dropped and not self._warned:
+            self._warned = True
+            log.info("anthropic SDK takes no %s; not sent", ", ".join(dropped))
+        if "stop" in request.params:
+            stop = request.params["stop"]
+            kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        if request.response_schema is not None:
+            kwargs["tools"] = [{"name": TOOL_NAME, "description": "Give the answer in this format.",
+                                "input_schema": request.response_schema}]
+            kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        return kwargs
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        try:
+            message = self._client.messages.create(**self._kwargs(request))
+        except self._sdk.AnthropicError as exc:
+            raise provider_error(exc, self._sdk, self.name) from None
+        parts = []
+        for block in message.content or []:
+            if block.type == "text":
+                parts.append(block.text)
+            elif block.type == "tool_use":
+                parts.append(json.dumps(block.input))
+        text = "".join(parts)
+        usage = message.usage
+        if usage is not None and usage.input_tokens is not None:
+            tokens_in, tokens_out, reported = int(usage.input_tokens), int(usage.output_tokens or 0), True
+        else:
+            tokens_in, _ = count_prompt_tokens(request.system, request.prompt, self.name, self.model)
+            tokens_out, _ = count_tokens(text, self.name, self.model)
+            reported = False
+        return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
+                           model=message.model or self.model)
+
+    def close(self) -> None:
+        self._client.close()
 
 
 @hookimpl
 def register_providers(register):
-    return None
+    register(AnthropicProvider)

@@ -1,0 +1,94 @@
+"""The price table: dollars per million input and output tokens, per provider and model.
+
+The built-in table is ``prices.toml`` beside this module; a user file (``[llm] prices`` in the
+user config, or ``LLMHD_PRICES``) overrides it model by model. A model with no entry (and no
+``"*"`` entry for its provider) costs 0, with one warning: the budget cannot guard it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from llmhd_cli.config import read_toml
+from llmhd_cli.errors import LLMHDError
+
+log = logging.getLogger(__name__)
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+@dataclass
+class PriceTable:
+    """provider -> model -> Price."""
+
+    prices: dict[str, dict[str, Price]] = field(default_factory=dict)
+    _warned: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "price table") -> "PriceTable":
+        table = cls()
+        table.update(data, source)
+        return table
+
+    def update(self, data: dict[str, Any], source: str = "price table") -> None:
+        """Merge ``{provider: {model: {input, output}}}`` into this table (later wins)."""
+        for provider, models in data.items():
+            if not isinstance(models, dict):
+                raise LLMHDError(f"{source}: [{provider}] must be a table of models")
+            for model, entry in models.items():
+                try:
+                    price = Price(float(entry["input"]), float(entry["output"]))
+                except (TypeError, KeyError, ValueError):
+                    raise LLMHDError(f"{source}: {provider}.{model} needs numeric 'input' and 'output' "
+                                     "($ per million tokens)") from None
+                if price.input < 0 or price.output < 0:
+                    raise LLMHDError(f"{source}: {provider}.{model}: prices must not be negative")
+                self.prices.setdefault(provider, {})[model] = price
+
+    def get(self, provider: str, model: str) -> Price | None:
+        models = self.prices.get(provider, {})
+        return models.get(model) or models.get(WILDCARD)
+
+    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> float:
+        price = self.get(provider, model)
+        if price is None:
+            if (provider, model) not in self._warned:
+                self._warned.add((provider, model))
+                log.warning("no price for %s/%s in the price table: its cost counts as 0 and "
+                            "--max-cost cannot limit it", provider, model)
+            return 0.0
+        return price.cost(input_tokens, output_tokens)
+
+    def rows(self) -> list[tuple[str, str, Price]]:
+        return [(p, m, price) for p, models in sorted(self.prices.items()) for m, price in sorted(models.items())]
+
+
+def builtin_prices() -> PriceTable:
+    text = resources.files("llmhd_cli.llm").joinpath("prices.toml").read_text(encoding="utf-8")
+    import tomllib
+
+    return PriceTable.from_dict(tomllib.loads(text), "built-in prices.toml")
+
+
+def load_prices(override: Path | str | None = None) -> PriceTable:
+    """The built-in table, updated with the user's file when one is given."""
+    table = builtin_prices()
+    if override:
+        path = Path(override).expanduser()
+        table.update(read_toml(path, "price file"), str(path))
+    return table
