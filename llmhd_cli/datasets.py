@@ -60,7 +60,8 @@ class RawData:
     all_items: np.ndarray | None = None  # item universe when it is larger than the interactions show
     n_users: int | None = None
     notes: list[str] = field(default_factory=list)
-    split_files: dict[str, str] = field(default_factory=dict)  # pre-split: file of each split, for messages
+    # Where the data came from, for error messages: "interactions" -> file, or one per pre-split split.
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

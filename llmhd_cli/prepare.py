@@ -233,8 +233,9 @@ def _build_splits(frame: pd.DataFrame, raw: RawData, options: PrepareOptions, la
     noise_source = options.noise_source or ("low-rating" if has_ratings and not presplit else "random")
     if noise_source == "low-rating" and options.noise_ratio > 0:
         if not has_ratings:
+            where = raw.files.get("interactions", label)
             raise LLMHDError(
-                f"--noise-source low-rating: {label} has no ratings (no rating column); use --noise-source random"
+                f"--noise-source low-rating: {where} has no ratings; use --noise-source random"
             )
         if presplit:
             raise LLMHDError(
@@ -283,13 +284,13 @@ def _presplit(frame: pd.DataFrame, raw: RawData, label: str) -> tuple[pd.DataFra
     frame = frame.drop_duplicates(["user", "item", "split"])
     shared = frame[frame.duplicated(["user", "item"], keep=False)]
     if len(shared):
-        first = shared.iloc[0]
-        where = sorted(shared[(shared.user == first.user) & (shared.item == first.item)]["split"])
-        names = [raw.split_files.get(s, s) for s in where]
+        user, item = shared["user"].iloc[0], shared["item"].iloc[0]
+        where = sorted(shared[(shared["user"] == user) & (shared["item"] == item)]["split"], key=SPLITS.index)
+        n_pairs = len(shared[["user", "item"]].drop_duplicates())
         raise LLMHDError(
-            f"{label}: splits overlap: {shared[['user', 'item']].drop_duplicates().shape[0]} (user, item) "
-            f"pairs are in more than one of {', '.join(raw.split_files.get(s, s) for s in SPLITS)} "
-            f"(e.g. user {first.user}, item {first.item} in {' and '.join(names)}); they must be disjoint"
+            f"{label}: splits overlap: {n_pairs} (user, item) pair(s) in more than one split (e.g. user "
+            f"{user}, item {item} in {' and '.join(raw.files.get(s, s) for s in where)}); "
+            "train, valid and test must be disjoint"
         )
     return tuple(frame[frame["split"] == s] for s in SPLITS)
 

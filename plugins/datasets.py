@@ -129,7 +129,9 @@ def load_atomic_files(
         raise LLMHDError(f"{inter_path}: empty user_id or item_id on line {empty[0] + 2}")
     ratings = numeric_column(frame, "rating", inter_path) if "rating" in frame.columns else None
     timestamps = numeric_column(frame, "timestamp", inter_path) if "timestamp" in frame.columns else None
-    raw = RawData(users=users, items=items, ratings=ratings, timestamps=timestamps)
+    raw = RawData(
+        users=users, items=items, ratings=ratings, timestamps=timestamps, files={"interactions": str(inter_path)}
+    )
     if ratings is None:
         raw.notes.append(f"{inter_path.name} has no rating column: all interactions count as clean")
     if item_path is not None:
@@ -258,7 +260,7 @@ def load_rlmrec(source_dir: Path | None, options: dict[str, Any]) -> RawData:
         split=np.repeat(np.array(list(matrices)), [m.nnz for m in matrices.values()]),
         all_items=np.arange(shape[1]).astype(str),
         n_users=shape[0],
-        split_files=dict(RLMREC_SPLIT_FILES),
+        files=dict(RLMREC_SPLIT_FILES),
     )
     item_path, user_path = source_dir / "itm_prf.pkl", source_dir / "usr_prf.pkl"
     if item_path.exists():
