@@ -80,6 +80,30 @@ def plugins_command() -> None:
     console.print(table)
 
 
+# --------------------------------------------------------------------------- providers
+
+
+@cli.command("providers")
+def providers_command() -> None:
+    """List LLM providers: models (first is the default), the API key variable, and kind."""
+    from llmhd_cli import plugins
+
+    registry = plugins.registry("provider")
+    table = Table(title="llmhd LLM providers")
+    table.add_column("provider", no_wrap=True)
+    table.add_column("description", ratio=3)
+    table.add_column("models (first: default)", ratio=2)
+    table.add_column("key env var", no_wrap=True)
+    table.add_column("generative", no_wrap=True)
+    for name in registry.names():
+        cls = registry.items[name]
+        models = ", ".join(cls.models) or "-"
+        if getattr(cls, "any_model_with_base_url", False):
+            models += "; any with --base-url"
+        table.add_row(name, cls.description, models, cls.key_env or "-", "yes" if cls.generative else "no")
+    console.print(table)
+
+
 # --------------------------------------------------------------------------- prepare
 
 

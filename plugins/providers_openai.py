@@ -66,6 +66,7 @@ class OpenAIProvider(Provider):
     models = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-nano", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo")
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
+    any_model_with_base_url = True
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:

@@ -353,3 +353,14 @@ def test_price_override_file(tmp_path):
     override.write_text('[openai]\n"m" = { input = "a lot" }\n')
     with pytest.raises(LLMHDError, match="needs numeric"):
         load_prices(override)
+
+
+def test_providers_command_lists_openai_and_anthropic():
+    from click.testing import CliRunner
+
+    from llmhd_cli.cli import _build
+
+    result = CliRunner().invoke(_build(), ["providers"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "OPENAI_API_KEY" in result.output and "ANTHROPIC_API_KEY" in result.output
+    assert "gpt-4o-mini" in result.output
