@@ -216,11 +216,7 @@ def _raw_frame(raw: RawData) -> pd.DataFrame:
         frame = frame.sort_values("timestamp", kind="stable")
     if raw.split is not None:
         return frame  # duplicates across splits are an error, reported by _presplit
-    before = len(frame)
-    frame = frame.drop_duplicates(["user", "item"], keep="last")
-    if len(frame) < before:
-        raw.notes.append(f"{before - len(frame)} repeated (user, item) records dropped (latest kept)")
-    return frame.reset_index(drop=True)
+    return frame.drop_duplicates(["user", "item"], keep="last").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------ pipeline
@@ -428,6 +424,8 @@ def _dataset_info(
 ) -> DatasetInfo:
     stats = _stats(splits, frame, options)
     notes = list(raw.notes) + splits.notes
+    if len(frame) < len(raw.users) and raw.split is None:
+        notes.append(f"{len(raw.users) - len(frame)} repeated (user, item) records dropped (latest kept)")
     item_ids = set(splits.clean["item"])
     with_text = len(item_ids & raw.item_texts.keys())
     if raw.item_texts and with_text < len(item_ids):
