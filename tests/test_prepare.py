@@ -389,6 +389,10 @@ ATOMIC_ERRORS = [
     ("no-user-col", lambda d: (d / "synth.inter").write_text("who:token\titem_id:token\nu\ti\n"), [],
      ["synth.inter", "user_id"]),
     ("bad-format", lambda d: None, ["--format", "parquet"], ["--format parquet", "unknown format"]),
+    ("unreadable-inter", lambda d: (d / "synth.inter").write_bytes(b"user_id\titem_id\n\xff\xfe\t\x00\n"), [],
+     ["synth.inter", "cannot read"]),
+    ("missing-item-file", lambda d: (d / "synth.item").unlink(), ["--text-fields", "title"],
+     ["synth.item", "not found", "--text-fields"]),
 ]
 
 
