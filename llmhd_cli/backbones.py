@@ -1,0 +1,63 @@
+"""Backbone contract: a RecBole general recommender plus how llmhd trains it.
+
+llmhd never re-implements a backbone. It builds RecBole's own model and, for every
+mini-batch, runs the model's own ``calculate_loss`` with one part swapped: the pairwise loss
+module (``mf_loss`` in NGCF/LightGCN/NCL) is replaced by a `LossSeam`, which receives the
+positive and negative scores, turns them into per-sample losses of the chosen objective and
+lets the denoiser drop or reweight samples. Regularisation and self-supervised terms stay
+RecBole's. Models that do not route their loss through an attribute provide ``train_loss``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+TrainLoss = Callable[[torch.nn.Module, Any, "torch.nn.Module", int, Any], torch.Tensor]
+
+
+@dataclass
+class Backbone:
+    """How to build and train one RecBole model.
+
+    - ``model_class``: dotted path of the RecBole model class.
+    - ``defaults``: RecBole config values llmhd sets (users override them with ``--set``).
+    - ``loss_attr``: the model attribute holding its pairwise loss module; llmhd swaps it
+      for the seam during ``calculate_loss``. Set ``train_loss`` instead when there is none:
+      ``train_loss(model, interaction, seam, epoch, config) -> scalar``.
+    - ``on_epoch_start(model, epoch, config)``: per-epoch work RecBole's trainer would do (NCL's E-step).
+    - ``adjust_config(params, n_users, n_items)``: fix values that depend on the data.
+    """
+
+    name: str
+    model_class: str
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    loss_attr: str | None = "mf_loss"
+    train_loss: TrainLoss | None = None
+    on_epoch_start: Callable[[torch.nn.Module, int, Any], None] | None = None
+    adjust_config: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None
+
+    def load_class(self) -> type:
+        module, _, cls = self.model_class.rpartition(".")
+        return getattr(importlib.import_module(module), cls)
+
+    def batch_loss(self, model: torch.nn.Module, interaction: Any, seam: torch.nn.Module, epoch: int,
+                   config: Any) -> torch.Tensor:
+        """The training loss of one mini-batch, with the seam in place of the pairwise loss.
+
+        ``config`` is the run's RecBole Config (models do not all keep theirs).
+        """
+        if self.train_loss is not None:
+            return self.train_loss(model, interaction, seam, epoch, config)
+        original = getattr(model, self.loss_attr)
+        # Assign through __dict__-free setattr: nn.Module keeps submodules in _modules.
+        model._modules[self.loss_attr] = seam
+        try:
+            losses = model.calculate_loss(interaction)
+        finally:
+            model._modules[self.loss_attr] = original
+        return sum(losses) if isinstance(losses, tuple) else losses

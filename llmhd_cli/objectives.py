@@ -1,0 +1,84 @@
+"""Objectives (BPR, BCE) as per-sample losses, and the seam that applies the denoiser.
+
+`LossSeam` stands in for a backbone's pairwise loss module: RecBole's ``calculate_loss``
+computes positive and negative scores for the batch's (user, pos, neg) triples and calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from llmhd_cli.denoising import Decision, Denoiser, SampleBatch
+
+OBJECTIVES = ("bpr", "bce")
+
+
+def per_sample_losses(objective: str, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(losses, scores, labels) of the batch's samples under ``objective``."""
+    if objective == "bpr":
+        margin = pos_scores - neg_scores
+        return F.softplus(-margin), margin, torch.ones_like(margin)
+    if objective == "bce":
+        logits = torch.cat([pos_scores, neg_scores])
+        labels = torch.cat([torch.ones_like(pos_scores), torch.zeros_like(neg_scores)])
+        # BCE with logits, written as softplus for numerical stability.
+        return F.softplus(-logits) * labels + F.softplus(logits) * (1 - labels), logits, labels
+    raise ValueError(objective)
+
+
+@dataclass
+class BatchStats:
+    """Running per-epoch counters the seam keeps for the run log."""
+
+    samples: int = 0
+    dropped: int = 0
+    loss_sum: float = 0.0
+    dropped_pairs: list[torch.Tensor] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.samples, self.dropped, self.loss_sum = 0, 0, 0.0
+        self.dropped_pairs = []
+
+
+class LossSeam(torch.nn.Module):
+    """Callable as ``seam(pos_scores, neg_scores)`` -> the denoised mean loss of the batch.
+
+    Before each batch the trainer calls `set_batch` with the batch's ids and position; the
+    seam builds the `SampleBatch`, asks the denoiser, and records what was dropped.
+    """
+
+    def __init__(self, objective: str, denoiser: Denoiser) -> None:
+        super().__init__()
+        self.objective = objective
+        self.denoiser = denoiser
+        self.stats = BatchStats()
+        self._batch: dict = {}
+
+    def set_batch(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, pair_index: torch.Tensor, step: int, epoch: int) -> None:
+        self._batch = dict(users=users, pos=pos, neg=neg, pair_index=pair_index, step=step, epoch=epoch)
+
+    def forward(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+        b = self._batch
+        losses, scores, labels = per_sample_losses(self.objective, pos_scores, neg_scores)
+        if self.objective == "bpr":
+            users, items, neg_items, pair_index = b["users"], b["pos"], b["neg"], b["pair_index"]
+        else:
+            users = torch.cat([b["users"], b["users"]])
+            items = torch.cat([b["pos"], b["neg"]])
+            neg_items = None
+            pair_index = torch.cat([b["pair_index"], torch.full_like(b["pair_index"], -1)])
+        batch = SampleBatch(self.objective, losses, scores.detach(), labels, users, items, neg_items, pair_index, b["step"], b["epoch"])
+        decision: Decision = self.denoiser.decide(batch)
+        kept = (~decision.dropped).sum().clamp(min=1)
+        loss = (decision.weights.detach() * losses).sum() / kept
+        self.stats.samples += int(losses.shape[0])
+        n_dropped = int(decision.dropped.sum())
+        self.stats.dropped += n_dropped
+        self.stats.loss_sum += float(losses.detach().sum())
+        if n_dropped:
+            dropped_idx = pair_index[decision.dropped]
+            self.stats.dropped_pairs.append(dropped_idx[dropped_idx >= 0].cpu())
+        return loss

@@ -1,0 +1,148 @@
+"""Build RecBole's config, dataset and model for a prepared dataset.
+
+RecBole loads the prepared benchmark files itself (``<name>.{train,valid,test}.inter``), so
+the id mapping, the training graph and the model are exactly RecBole's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from llmhd_cli import recbole_compat
+from llmhd_cli.backbones import Backbone
+from llmhd_cli.datasets import PreparedDataset
+from llmhd_cli.errors import LLMHDError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecBoleData:
+    """RecBole's view of a prepared dataset, plus the arrays llmhd's loop needs (internal ids)."""
+
+    config: Any
+    train_dataset: Any  # recbole Dataset of the training split (what models are built on)
+    n_users: int  # including RecBole's padding id 0
+    n_items: int
+    train_users: np.ndarray
+    train_items: np.ndarray
+    train_csr: sp.csr_matrix  # users x items, training interactions (noise included)
+    valid_csr: sp.csr_matrix
+    test_csr: sp.csr_matrix
+    is_noise: np.ndarray  # per training row: injected noise?
+    user_tokens: np.ndarray  # internal id -> source token
+    item_tokens: np.ndarray
+
+
+@contextlib.contextmanager
+def _preserve_cuda_env() -> Iterator[None]:
+    # RecBole's Config writes CUDA_VISIBLE_DEVICES as a side effect; keep the process's own.
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LLMHDError("--device cuda: no CUDA device is available here; use --device auto or cpu")
+    if device not in ("cpu", "cuda"):
+        raise LLMHDError(f"--device: expected auto, cpu or cuda, got '{device}'")
+    return torch.device(device)
+
+
+def _csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    data = np.ones(len(users), dtype=np.float32)
+    return sp.csr_matrix((data, (users, items)), shape=shape)
+
+
+def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict[str, Any], seed: int,
+                      device: torch.device) -> RecBoleData:
+    """Create RecBole's Config and Dataset for ``dataset`` and the arrays of its splits."""
+    recbole_compat.apply()
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    config_dict = {
+        "data_path": str(dataset.path.parent),
+        "benchmark_filename": ["train", "valid", "test"],
+        "load_col": {"inter": ["user_id", "item_id"]},
+        "seed": seed,
+        "reproducibility": True,
+        "show_progress": False,
+        "save_dataset": False,
+        "save_dataloaders": False,
+        "checkpoint_dir": str(dataset.path / ".recbole"),
+        **backbone.defaults,
+        **params,
+    }
+    with recbole_compat.isolated_argv(), _preserve_cuda_env():
+        try:
+            config = Config(model=backbone.load_class(), dataset=dataset.name, config_dict=config_dict)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LLMHDError(f"backbone '{backbone.name}': invalid RecBole setting ({exc})") from exc
+    config["device"] = device
+    full = create_dataset(config)
+    train_ds, valid_ds, test_ds = full.build()
+    n_users, n_items = full.user_num, full.item_num
+
+    def ids(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+        return ds.inter_feat["user_id"].numpy(), ds.inter_feat["item_id"].numpy()
+
+    tu, ti = ids(train_ds)
+    vu, vi = ids(valid_ds)
+    su, si = ids(test_ds)
+    user_tokens = np.asarray(full.field2id_token["user_id"])
+    item_tokens = np.asarray(full.field2id_token["item_id"])
+
+    is_noise = np.zeros(len(tu), dtype=bool)
+    noise_users, noise_items = dataset.read_noise()
+    if len(noise_users):
+        u_map, i_map = full.field2token_id["user_id"], full.field2token_id["item_id"]
+        noise_keys = np.array([u_map[u] * n_items + i_map[i] for u, i in zip(noise_users, noise_items)], dtype=np.int64)
+        is_noise = np.isin(tu.astype(np.int64) * n_items + ti, noise_keys)
+
+    if backbone.adjust_config is not None:
+        for key, value in backbone.adjust_config(dict(config.final_config_dict), n_users - 1, n_items - 1).items():
+            if config[key] != value:
+                log.info("%s: %s adjusted from %s to %s for this dataset", backbone.name, key, config[key], value)
+                config[key] = value
+
+    return RecBoleData(
+        config=config,
+        train_dataset=train_ds,
+        n_users=n_users,
+        n_items=n_items,
+        train_users=tu,
+        train_items=ti,
+        train_csr=_csr(tu, ti, (n_users, n_items)),
+        valid_csr=_csr(vu, vi, (n_users, n_items)),
+        test_csr=_csr(su, si, (n_users, n_items)),
+        is_noise=is_noise,
+        user_tokens=user_tokens,
+        item_tokens=item_tokens,
+    )
+
+
+def build_model(data: RecBoleData, backbone: Backbone) -> torch.nn.Module:
+    """Instantiate RecBole's model on the training split (seeded by the caller)."""
+    model_class = backbone.load_class()
+    try:
+        model = model_class(data.config, data.train_dataset)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise LLMHDError(f"backbone '{backbone.name}': RecBole could not build the model ({exc})") from exc
+    return model.to(data.config["device"])

@@ -1,0 +1,109 @@
+"""Run directories: everything needed to inspect and reproduce one training run.
+
+    <workspace>/runs/<run-name>/
+        config.toml       the resolved TrainConfig (``llmhd train --config`` reruns it)
+        environment.json  versions of python, torch, recbole, llmhd; device
+        log.jsonl         one line per epoch: loss, dropped samples, validation metrics, time
+        model.pt          the best checkpoint (state_dict), by validation NDCG@10
+        metrics.json      best epoch, validation and test metrics, noise-detection summary
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from llmhd_cli.config import read_toml
+from llmhd_cli.errors import LLMHDError
+
+CONFIG = "config.toml"
+LOG = "log.jsonl"
+CHECKPOINT = "model.pt"
+METRICS = "metrics.json"
+ENVIRONMENT = "environment.json"
+
+
+def new_run_dir(runs_root: Path, name: str) -> Path:
+    """A fresh, uniquely named run directory (timestamp prefix, numeric suffix on clashes)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = runs_root / f"{stamp}-{name}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    (run_dir / CONFIG).write_text(tomli_w.dumps(_drop_none(config)), encoding="utf-8")
+
+
+def _drop_none(value: Any) -> Any:
+    # TOML has no null; an absent key means "default".
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def write_environment(run_dir: Path, device: str) -> None:
+    import recbole
+    import torch
+
+    from llmhd_cli import __version__
+
+    env = {
+        "llmhd": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "recbole": recbole.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (run_dir / ENVIRONMENT).write_text(json.dumps(env, indent=2), encoding="utf-8")
+
+
+def append_log(run_dir: Path, record: dict[str, Any]) -> None:
+    with (run_dir / LOG).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    tmp = run_dir / (METRICS + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    tmp.replace(run_dir / METRICS)
+
+
+@dataclass
+class RunRecord:
+    """A finished run as read back from its directory."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    log: list[dict[str, Any]]
+
+
+def read_run(path: Path) -> RunRecord:
+    path = Path(path)
+    if not (path / CONFIG).exists():
+        raise LLMHDError(f"{path}: not a run directory (no {CONFIG}); pass a folder made by llmhd train")
+    config = read_toml(path / CONFIG, "run config")
+    metrics_path = path / METRICS
+    if not metrics_path.exists():
+        raise LLMHDError(f"{path}: the run did not finish (no {METRICS}); train it again")
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise LLMHDError(f"{metrics_path}: unreadable metrics ({exc})") from exc
+    log = []
+    if (path / LOG).exists():
+        log = [json.loads(line) for line in (path / LOG).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return RunRecord(path, config, metrics, log)

@@ -1,0 +1,288 @@
+"""The training loop: RecBole model + objective + denoiser, one run directory per run.
+
+The loop is llmhd's own (batching, negative sampling, early stopping), but every forward
+and backward pass is RecBole's model code: each mini-batch goes through the backbone's own
+``calculate_loss`` with the pairwise loss swapped for a `LossSeam` (see backbones.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from llmhd_cli import plugins, runs
+from llmhd_cli.datasets import PreparedDataset
+from llmhd_cli.denoising import DenoiserSpec, TrainContext
+from llmhd_cli.errors import LLMHDError
+from llmhd_cli.evaluation import full_rank_metrics
+from llmhd_cli.objectives import OBJECTIVES, LossSeam
+from llmhd_cli.recbole_data import RecBoleData, build_model, load_recbole_data, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; written to the run directory as config.toml.
+
+    Defaults are the paper's: batch 1024, learning rate 0.005, Adam, at most 200 epochs,
+    early stopping on validation NDCG@10.
+    """
+
+    dataset: str = "ml-100k"
+    backbone: str = "lightgcn"
+    objective: str = "bpr"
+    denoiser: str = "none"
+    epochs: int = 200
+    batch_size: int = 1024
+    learning_rate: float = 0.005
+    weight_decay: float = 0.0
+    early_stop: int = 10  # evaluations without improvement before stopping; 0 disables
+    eval_every: int = 1
+    valid_metric: str = "ndcg@10"
+    seed: int = 2024
+    device: str = "auto"
+    backbone_params: dict[str, Any] = field(default_factory=dict)  # RecBole settings of the model
+    denoiser_params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> "TrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise LLMHDError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+    def validate(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise LLMHDError(f"--objective: expected one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise LLMHDError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise LLMHDError(f"--learning-rate: must be > 0, got {self.learning_rate}")
+        metric, _, k = self.valid_metric.partition("@")
+        if metric not in ("recall", "ndcg") or not k.isdigit():
+            raise LLMHDError(f"--valid-metric: expected recall@K or ndcg@K, got '{self.valid_metric}'")
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    samples: int
+    dropped: int
+    seconds: float
+    valid: dict[str, float] | None = None
+    best: bool = False
+    noise: dict[str, float] | None = None  # detection of injected noise among dropped samples
+    denoiser: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: TrainConfig
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    epochs_run: int
+    seconds_per_epoch: float
+
+
+class TrainObserver(Protocol):
+    """What the CLI implements to show progress; every method is optional in practice."""
+
+    def message(self, text: str) -> None: ...
+    def epoch_start(self, epoch: int, n_batches: int) -> None: ...
+    def batch_done(self) -> None: ...
+    def epoch_end(self, record: EpochRecord) -> None: ...
+
+
+class _Silent:
+    def message(self, text: str) -> None:
+        log.info(text)
+
+    def epoch_start(self, epoch: int, n_batches: int) -> None:
+        pass
+
+    def batch_done(self) -> None:
+        pass
+
+    def epoch_end(self, record: EpochRecord) -> None:
+        pass
+
+
+class NegativeSampler:
+    """Uniform negatives: items the user has no training interaction with (as RecBole's sampler)."""
+
+    def __init__(self, data: RecBoleData, rng: np.random.Generator) -> None:
+        self.n_items = data.n_items
+        self.keys = np.unique(data.train_users.astype(np.int64) * self.n_items + data.train_items)
+        self.rng = rng
+
+    def sample(self, users: np.ndarray) -> np.ndarray:
+        neg = self.rng.integers(1, self.n_items, size=len(users))
+        todo = np.arange(len(users))
+        while len(todo):
+            query = users[todo].astype(np.int64) * self.n_items + neg[todo]
+            pos = np.searchsorted(self.keys, query)
+            clash = self.keys[np.minimum(pos, len(self.keys) - 1)] == query
+            todo = todo[clash]
+            neg[todo] = self.rng.integers(1, self.n_items, size=len(todo))
+        return neg
+
+
+def denoiser_options(spec: DenoiserSpec, given: dict[str, Any]) -> dict[str, Any]:
+    """The denoiser's options: its defaults overridden by ``given``; unknown keys are errors."""
+    known = {o.name: o for o in spec.options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        listing = ", ".join(known) or "none"
+        raise LLMHDError(f"denoiser '{spec.name}' has no option '{unknown[0]}' (its options: {listing})")
+    options = {name: o.default for name, o in known.items()}
+    for name, value in given.items():
+        try:
+            options[name] = known[name].type(value)
+        except (TypeError, ValueError):
+            raise LLMHDError(f"{known[name].flag}: expected {known[name].type.__name__}, got '{value}'") from None
+        if known[name].choices and options[name] not in known[name].choices:
+            raise LLMHDError(f"{known[name].flag}: expected one of {', '.join(known[name].choices)}, got '{value}'")
+    return options
+
+
+def _noise_detection(data: RecBoleData, dropped_pairs: list[torch.Tensor]) -> dict[str, float] | None:
+    """Precision/recall of this epoch's dropped positives against the injected noise."""
+    n_noise = int(data.is_noise.sum())
+    if n_noise == 0:
+        return None
+    idx = torch.cat(dropped_pairs).numpy() if dropped_pairs else np.array([], dtype=np.int64)
+    hits = int(data.is_noise[idx].sum()) if len(idx) else 0
+    unique_hits = int(data.is_noise[np.unique(idx)].sum()) if len(idx) else 0
+    precision = hits / len(idx) if len(idx) else 0.0
+    recall = unique_hits / n_noise
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"dropped_positives": int(len(idx)), "precision": precision, "recall": recall, "f1": f1}
+
+
+def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observer: TrainObserver | None = None,
+          run_dir: Path | None = None) -> TrainResult:
+    """Train one model and write its run directory. Same config and seed, same metrics."""
+    observer = observer or _Silent()
+    config.validate()
+    backbone = plugins.registry("backbone").get(config.backbone, "--backbone")
+    spec: DenoiserSpec = plugins.registry("denoiser").get(config.denoiser, "--denoiser")
+    options = denoiser_options(spec, config.denoiser_params)
+    device = resolve_device(config.device)
+
+    from recbole.data.interaction import Interaction
+    from recbole.utils import init_seed
+
+    data = load_recbole_data(dataset, backbone, config.backbone_params, config.seed, device)
+    init_seed(config.seed, reproducibility=True)
+    model = build_model(data, backbone)
+    n_train = len(data.train_users)
+    n_batches = -(-n_train // config.batch_size)
+
+    run_dir = run_dir or runs.new_run_dir(runs_root, f"{config.dataset}-{config.backbone}-{config.objective}-{config.denoiser}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = config.to_dict()
+    resolved["denoiser_params"] = options
+    runs.write_config(run_dir, resolved)
+    runs.write_environment(run_dir, str(device))
+
+    context = TrainContext(config.objective, data.n_users, data.n_items, n_train, n_batches, device, run_dir, dataset)
+    denoiser = spec.factory(options, context)
+    seam = LossSeam(config.objective, denoiser)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    sampler = NegativeSampler(data, rng)
+    users_t = torch.as_tensor(data.train_users, dtype=torch.long)
+    items_t = torch.as_tensor(data.train_items, dtype=torch.long)
+    uid, iid, nid = model.USER_ID, model.ITEM_ID, model.NEG_ITEM_ID
+
+    observer.message(
+        f"training {config.backbone} ({config.objective}, denoiser {config.denoiser}) on {dataset.name}: "
+        f"{data.n_users - 1} users, {data.n_items - 1} items, {n_train} training interactions, {n_batches} batches/epoch, device {device}"
+    )
+    best_score, best_epoch, best_state, best_valid = -1.0, -1, None, {}
+    stale, step, epoch_times = 0, 0, []
+    epoch = -1
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        if backbone.on_epoch_start is not None:
+            backbone.on_epoch_start(model, epoch, data.config)
+        model.train()
+        denoiser.start_epoch(epoch)
+        seam.stats.reset()
+        observer.epoch_start(epoch, n_batches)
+        order = torch.as_tensor(rng.permutation(n_train))
+        negatives = torch.as_tensor(sampler.sample(data.train_users[order.numpy()]), dtype=torch.long)
+        for b in range(n_batches):
+            rows = order[b * config.batch_size:(b + 1) * config.batch_size]
+            users, pos = users_t[rows].to(device), items_t[rows].to(device)
+            neg = negatives[b * config.batch_size:(b + 1) * config.batch_size].to(device)
+            seam.set_batch(users, pos, neg, rows.to(device), step, epoch)
+            loss = backbone.batch_loss(model, Interaction({uid: users, iid: pos, nid: neg}), seam, epoch, data.config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            observer.batch_done()
+        extra = denoiser.end_epoch(epoch, model)
+        train_seconds = time.perf_counter() - start
+        epoch_times.append(train_seconds)
+        record = EpochRecord(
+            epoch=epoch,
+            loss=seam.stats.loss_sum / max(seam.stats.samples, 1),
+            samples=seam.stats.samples,
+            dropped=seam.stats.dropped,
+            seconds=train_seconds,
+            noise=_noise_detection(data, seam.stats.dropped_pairs),
+            denoiser=extra,
+        )
+        if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
+            record.valid = full_rank_metrics(model, data.valid_csr, [data.train_csr])
+            score = record.valid[config.valid_metric] if config.valid_metric in record.valid else _metric(model, data, config)
+            if score > best_score:
+                best_score, best_epoch, best_valid = score, epoch, record.valid
+                best_state = copy.deepcopy(model.state_dict())
+                torch.save(best_state, run_dir / runs.CHECKPOINT)
+                record.best, stale = True, 0
+            else:
+                stale += 1
+        runs.append_log(run_dir, asdict(record))
+        observer.epoch_end(record)
+        if config.early_stop and stale >= config.early_stop:
+            observer.message(f"early stop: no {config.valid_metric} improvement in {stale} evaluations; best epoch {best_epoch}")
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr])
+    result = TrainResult(run_dir, config, best_epoch, best_valid, test, epoch + 1, float(np.mean(epoch_times)) if epoch_times else 0.0)
+    runs.write_metrics(run_dir, {
+        "best_epoch": best_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "valid": best_valid,
+        "test": test,
+        "n_noise": int(data.is_noise.sum()),
+    })
+    return result
+
+
+def _metric(model: torch.nn.Module, data: RecBoleData, config: TrainConfig) -> float:
+    """A validation metric at a K outside the default set."""
+    k = int(config.valid_metric.partition("@")[2])
+    return full_rank_metrics(model, data.valid_csr, [data.train_csr], ks=(k,))[config.valid_metric]
