@@ -96,6 +96,8 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
         except (KeyError, ValueError, TypeError) as exc:
             raise LLMHDError(f"backbone '{backbone.name}': invalid RecBole setting ({exc})") from exc
     config["device"] = device
+    # RecBole points a dataset named "ml-100k" at its bundled copy; always read our prepared files.
+    config["data_path"] = str(dataset.path)
     full = create_dataset(config)
     train_ds, valid_ds, test_ds = full.build()
     n_users, n_items = full.user_num, full.item_num
