@@ -1,0 +1,244 @@
+"""``llmhd cost``: what a run will cost before it runs, and what was spent after.
+
+Estimate: every prompt a step would send is rendered exactly as the step renders it and its
+tokens counted with the client's counter (`llmhd_cli.llm.tokens`: tiktoken for OpenAI models
+when available offline, else ceil(chars / 4) + 4 per message). Output tokens are the template's
+expected answer length (see `expected_output_tokens`), capped by its ``max_tokens``. Money is
+tokens x the price table. Prompts already in the cache are counted but cost nothing.
+
+The table is built by *estimators*: functions from an `EstimateContext` to rows. The built-in
+one covers summarize (T_sum, and item_profile with ``--items``); training-side templates
+(T_score, T_FP, T_FN) add theirs with `register_estimator`.
+
+Spent: the client's ledger (per template, provider, model over every run using a cache dir),
+and per dataset the rows that `record_spending` appends to ``<dataset>/llm_spent.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from llmhd_cli.datasets import PreparedDataset
+from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.prompts import Template, TemplateSet
+
+SPENT_FILE = "llm_spent.jsonl"
+TOKENS_PER_WORD = 4 / 3  # OpenAI's rule of thumb for English prose
+
+
+@dataclass
+class EstimateRow:
+    """One template's share of a planned run."""
+
+    template: str
+    step: str  # the command/phase that sends these prompts, e.g. "summarize"
+    prompts: int
+    input_tokens: int
+    output_tokens: int
+    cost: float  # US dollars for the prompts not yet cached
+    cached: int = 0  # prompts whose answer is already in the cache
+    exact_tokens: bool = False  # True when a real tokenizer counted the input
+    note: str = ""
+
+
+@dataclass
+class EstimateContext:
+    """What an estimator may use."""
+
+    workspace: Path
+    dataset: PreparedDataset
+    template_set: TemplateSet
+    provider: Any  # the provider class
+    model: str
+    prices: Any  # llmhd_cli.llm.pricing.PriceTable
+    cache_dir: Path | None
+    options: dict[str, Any] = field(default_factory=dict)  # command options (max_items, items, eps_v, ...)
+
+
+@dataclass
+class Estimate:
+    dataset: str
+    provider: str
+    model: str
+    upper_bound: bool
+    generative: bool
+    priced: bool  # False when the price table has no entry (costs shown as 0)
+    rows: list[EstimateRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> EstimateRow:
+        return EstimateRow(
+            "total", "", sum(r.prompts for r in self.rows), sum(r.input_tokens for r in self.rows),
+            sum(r.output_tokens for r in self.rows), sum(r.cost for r in self.rows), sum(r.cached for r in self.rows),
+            all(r.exact_tokens for r in self.rows))
+
+
+Estimator = Callable[[EstimateContext], list[EstimateRow]]
+_ESTIMATORS: list[Estimator] = []
+
+
+def register_estimator(estimator: Estimator) -> Estimator:
+    """Add rows to every estimate (usable as a decorator)."""
+    if estimator not in _ESTIMATORS:
+        _ESTIMATORS.append(estimator)
+    return estimator
+
+
+def expected_output_tokens(template: Template, provider: str = "", model: str = "") -> int:
+    """Expected answer tokens: the tagged answer at its word limit (text) or ``<s>10</s>`` (scores)."""
+    from llmhd_cli.llm.tokens import count_tokens
+
+    tag = template.output.tag
+    if template.output.type == "int":
+        hi = template.output.range[1] if template.output.range else 10
+        n, _ = count_tokens(f"<{tag}>{hi}</{tag}>", provider, model)
+    else:
+        # The prompts ask for at most 100 words; the parser's max_words is the slack allowed.
+        words = min(template.output.max_words or 100, 100)
+        n = math.ceil(words * TOKENS_PER_WORD) + count_tokens(f"<{tag}></{tag}>", provider, model)[0]
+    cap = template.params.get("max_tokens")
+    return min(n, int(cap)) if cap else n
+
+
+def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template: Template, step: str,
+                      note: str = "") -> EstimateRow:
+    """Count the tokens (and the cached answers) of rendered requests, and price them."""
+    from llmhd_cli.llm.cache import AnswerStore, cache_key
+    from llmhd_cli.llm.tokens import count_prompt_tokens
+
+    name, model = ctx.provider.name, ctx.model
+    store = AnswerStore(ctx.cache_dir) if ctx.cache_dir and Path(ctx.cache_dir).exists() else None
+    out_each = expected_output_tokens(template, name, model)
+    total_in = total_out = cached = 0
+    cost = 0.0
+    exact = True
+    try:
+        for request in requests:
+            tokens, ok = count_prompt_tokens(request.system, request.prompt, name, model)
+            exact = exact and ok
+            total_in += tokens
+            total_out += out_each
+            if store is not None and store.get(cache_key(name, model, request, not ctx.provider.generative)):
+                cached += 1
+            else:
+                cost += ctx.prices.cost(name, model, tokens, out_each) if ctx.provider.generative else 0.0
+    finally:
+        if store is not None:
+            store.close()
+    return EstimateRow(template.name, step, len(requests), total_in, total_out, cost, cached, exact and bool(requests), note)
+
+
+@register_estimator
+def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
+    """T_sum for every user (and item_profile for every item with ``items``), rendered as summarize does."""
+    from llmhd_cli.llm.profiles import ProfileStore
+    from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, item_profile_requests, require_item_texts, summarize_requests
+
+    require_item_texts(ctx.dataset)
+    rows = []
+    if ctx.options.get("items"):
+        requests = item_profile_requests(ctx.dataset, ctx.template_set)
+        rows.append(rows_for_requests(ctx, requests, ctx.template_set.get("item_profile"), "summarize --items"))
+    texts, source = ProfileStore(ctx.dataset).item_texts(ctx.provider.name, ctx.model)
+    requests, _ = summarize_requests(ctx.dataset, ctx.template_set, texts,
+                                     int(ctx.options.get("max_items") or DEFAULT_MAX_ITEMS))
+    note = "item profiles from " + Path(source).name
+    if ctx.options.get("items"):
+        note = "item profiles: raw texts counted (generated ones are not known before the run)"
+    rows.append(rows_for_requests(ctx, requests, ctx.template_set.get("summarize"), "summarize", note))
+    return rows
+
+
+def estimate(workspace: Path, dataset_name: str, provider: str, model: str | None = None,
+             prompts: str | None = None, prices_file: Path | str | None = None, cache_dir: Path | None = None,
+             options: dict[str, Any] | None = None) -> Estimate:
+    """The estimate table for ``provider``/``model`` on a prepared dataset (no call is sent)."""
+    from llmhd_cli import plugins
+    from llmhd_cli.datasets import open_dataset
+    from llmhd_cli.llm.pricing import load_prices
+    from llmhd_cli.llm.prompts import template_set_for
+
+    cls = plugins.registry("provider").get(provider, "--provider")
+    model = model or (cls.models[0] if cls.models else "")
+    cls.check_model(model)
+    dataset = open_dataset(workspace, dataset_name)
+    prices = load_prices(prices_file)
+    ctx = EstimateContext(workspace, dataset, template_set_for(dataset.info.domain, prompts), cls, model, prices,
+                          cache_dir, dict(options or {}))
+    result = Estimate(dataset.name, cls.name, model, bool(cls.upper_bound), bool(cls.generative),
+                      prices.get(cls.name, model) is not None)
+    for estimator in _ESTIMATORS:
+        result.rows.extend(estimator(ctx))
+    if not cls.generative:
+        result.notes.append(f"'{cls.name}' runs locally: tokens are counted for comparison, nothing is paid")
+    elif not result.priced:
+        result.notes.append(f"no price for {cls.name}/{model} in the price table: money shown as 0")
+    if result.rows and not all(r.exact_tokens for r in result.rows):
+        result.notes.append("input tokens estimated as ceil(characters / 4) + 4 per message (no tokenizer for this model)")
+    result.notes.append("output tokens assume answers at the templates' word limits (~4/3 token per word)")
+    return result
+
+
+# ----------------------------------------------------------------------------- spent
+
+
+@dataclass
+class SpentRow:
+    """Spending for one (template, provider, model)."""
+
+    template: str
+    provider: str
+    model: str
+    calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    runs: int = 0
+
+
+def record_spending(dataset: PreparedDataset, rows: list[Any]) -> None:
+    """Append one line per template of a finished run to ``<dataset>/llm_spent.jsonl``.
+
+    ``rows`` are objects with template, provider, model, calls, cache_hits, failures,
+    input_tokens, output_tokens and cost attributes (e.g. `llmhd_cli.summarize.TemplateStats`).
+    """
+    path = Path(dataset.path) / SPENT_FILE
+    keys = [f for f in SpentRow.__dataclass_fields__ if f != "runs"]
+    with path.open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({"time": time.time(), **{k: getattr(row, k) for k in keys}}) + "\n")
+
+
+def dataset_spending(dataset: PreparedDataset) -> list[SpentRow]:
+    """Totals per (template, provider, model) of every recorded run on this dataset."""
+    path = Path(dataset.path) / SPENT_FILE
+    totals: dict[tuple[str, str, str], SpentRow] = {}
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            key = (data["template"], data["provider"], data["model"])
+            row = totals.setdefault(key, SpentRow(*key))
+            for name in ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost"):
+                setattr(row, name, getattr(row, name) + data.get(name, 0))
+            row.runs += 1
+    return [totals[k] for k in sorted(totals)]
+
+
+def ledger_spending(cache_dir: Path) -> list[SpentRow]:
+    """The client's ledger of a cache dir as `SpentRow`s."""
+    from llmhd_cli.llm.cache import read_ledger
+
+    return [SpentRow(r.template, r.provider, r.model, r.calls, r.cache_hits, r.failures, r.input_tokens,
+                     r.output_tokens, r.cost) for r in read_ledger(cache_dir)]

@@ -1,0 +1,231 @@
+"""``llmhd summarize``: every user's preference P_u from the profiles of their training items (T_sum).
+
+Optionally item profiles first (``--items``: the ``item_profile`` template turns each item's raw
+attributes into a profile). All calls go through the LLM client (cache, ledger, budget). The
+profiles are stored with the dataset (`llmhd_cli.llm.profiles`), versioned by provider, model
+and template hash; the spending of the run is recorded with the dataset too
+(`llmhd_cli.llm.estimate.record_spending`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from llmhd_cli.datasets import PreparedDataset, open_dataset
+from llmhd_cli.errors import LLMHDError
+from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.profiles import ProfileStore, ProfileVersion
+from llmhd_cli.llm.prompts import TemplateSet, template_set_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ITEMS = 50  # items per T_sum prompt; users with more get a seeded sample
+OUT_OF_THE_BOX_PROVIDER = "embed"
+
+
+@dataclass
+class SummarizeOptions:
+    dataset: str
+    prompts: str | None = None  # folder overriding the shipped templates
+    items: bool = False  # generate item profiles first
+    max_items: int = DEFAULT_MAX_ITEMS
+
+
+@dataclass
+class TemplateStats:
+    """One row of the run table (the paper's Table 4 columns), for one template."""
+
+    template: str
+    provider: str
+    model: str
+    requests: int = 0
+    calls: int = 0  # paid provider calls (re-asks included)
+    cache_hits: int = 0
+    failures: int = 0
+    budget_skipped: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+
+@dataclass
+class SummarizeResult:
+    dataset: str
+    provider: str
+    model: str
+    template_set: str
+    upper_bound: bool
+    generative: bool
+    users: int  # users with training items that have texts
+    profiles: int  # users whose profile was written
+    path: Path | None  # the stored user profile version
+    item_source: str  # where the item profiles fed to T_sum came from
+    rows: list[TemplateStats] = field(default_factory=list)
+    budget_exhausted: bool = False
+    skipped_users: int = 0  # users none of whose training items has a text
+
+
+class Progress(Protocol):
+    """What the CLI shows while a phase runs."""
+
+    def start(self, label: str, total: int) -> None: ...
+
+    def update(self, result: Any) -> None: ...
+
+
+def default_provider(flag: str | None) -> str | None:
+    """``--provider`` if given; else None when the environment or config names one; else ``embed``.
+
+    The offline ``embed`` provider is the out-of-the-box default, so ``llmhd summarize`` works
+    with no key and no network.
+    """
+    if flag:
+        return flag
+    from llmhd_cli.llm.settings import ENV, _llm_config
+
+    if os.environ.get(ENV["provider"]) or _llm_config().get("provider"):
+        return None
+    return OUT_OF_THE_BOX_PROVIDER
+
+
+def user_histories(dataset: PreparedDataset) -> dict[str, list[str]]:
+    """Training items per user (injected noise included: P_u is summarized from what training sees)."""
+    users, items = dataset.read_split("train")
+    out: dict[str, list[str]] = {}
+    for u, i in zip(users.tolist(), items.tolist()):
+        out.setdefault(u, []).append(i)
+    return out
+
+
+def require_item_texts(dataset: PreparedDataset) -> dict[str, str]:
+    texts = dataset.item_texts()
+    if not texts:
+        raise LLMHDError(
+            f"dataset '{dataset.name}' has no item texts ({dataset.path / 'items.jsonl'} is missing or empty); "
+            f"summarize needs them: prepare it again from a source with item texts (e.g. --text-fields)"
+        )
+    return texts
+
+
+def summarize_requests(dataset: PreparedDataset, tset: TemplateSet, item_texts: dict[str, str],
+                       max_items: int = DEFAULT_MAX_ITEMS, structured: bool = False) -> tuple[list[LLMRequest], int]:
+    """One T_sum request per user, and how many users had no item text at all.
+
+    A user with more than ``max_items`` training items gets a sample of them, seeded by the
+    dataset seed and the user id, so the prompts (and their cache keys) are reproducible.
+    """
+    template = tset.get("summarize")
+    requests: list[LLMRequest] = []
+    skipped = 0
+    for user, items in sorted(user_histories(dataset).items()):
+        known = [i for i in dict.fromkeys(items) if item_texts.get(i)]
+        if not known:
+            skipped += 1
+            continue
+        if len(known) > max_items:
+            rng = np.random.default_rng([dataset.info.seed, abs(hash_id(user))])
+            keep = sorted(rng.choice(len(known), size=max_items, replace=False).tolist())
+            known = [known[k] for k in keep]
+        profiles = [item_texts[i] for i in known]
+        requests.append(template.render({
+            "item_profiles": profiles, "n_items": len(profiles), "user_id": user, "item_ids": known,
+            "dataset_dir": str(dataset.path),
+        }, structured=structured))
+    return requests, skipped
+
+
+def item_profile_requests(dataset: PreparedDataset, tset: TemplateSet) -> list[LLMRequest]:
+    """One item_profile request per item of items.jsonl."""
+    import json
+
+    template = tset.get("item_profile")
+    requests = []
+    with (dataset.path / "items.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            requests.append(template.render({
+                "item_id": str(row["item_id"]), "item_text": row.get("text", ""),
+                "attributes": row.get("attributes") or {}, "dataset_dir": str(dataset.path),
+            }))
+    return requests
+
+
+def hash_id(text: str) -> int:
+    """A stable (not per-process salted) integer from a string, for seeding."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _run_phase(client: Any, requests: list[LLMRequest], label: str, progress: Progress | None) -> tuple[list, TemplateStats]:
+    """Run one template's requests; the stats row is the client's counters' difference."""
+    before = {f.name: getattr(client.stats, f.name) for f in fields(client.stats)}
+    if progress is not None:
+        progress.start(label, len(requests))
+    results = client.run(requests, on_result=progress.update if progress is not None else None)
+    after = client.stats
+    delta = {k: getattr(after, k) - v for k, v in before.items() if not isinstance(v, bool)}
+    row = TemplateStats(
+        template=requests[0].template if requests else label, provider=client.provider.name,
+        model=client.provider.model, requests=len(requests), calls=delta["calls"],
+        cache_hits=delta["cache_hits"], failures=delta["failures"], budget_skipped=delta["budget_skipped"],
+        input_tokens=delta["input_tokens"], output_tokens=delta["output_tokens"], cost=delta["cost"],
+    )
+    return results, row
+
+
+def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
+              progress: Progress | None = None) -> SummarizeResult:
+    """Summarize every user of ``options.dataset``; see the module docstring."""
+    from llmhd_cli.llm.client import make_client
+    from llmhd_cli.llm.estimate import record_spending
+
+    dataset = open_dataset(workspace, options.dataset)
+    item_texts = require_item_texts(dataset)
+    if options.max_items < 1:
+        raise LLMHDError(f"--max-items: must be at least 1, got {options.max_items}")
+    tset = template_set_for(dataset.info.domain, options.prompts)
+    store = ProfileStore(dataset)
+    client = make_client(settings, workspace)
+    provider = client.provider
+    rows: list[TemplateStats] = []
+    try:
+        if options.items:
+            requests = item_profile_requests(dataset, tset)
+            results, row = _run_phase(client, requests, "item profiles", progress)
+            rows.append(row)
+            generated = {r.request.variables["item_id"]: str(r.value) for r in results if r.ok and r.value}
+            template = tset.get("item_profile")
+            store.save(ProfileVersion("item", provider.name, provider.model, template.name, template.hash),
+                       generated, {"failures": row.failures, "requests": len(requests)})
+        texts, item_source = store.item_texts(provider.name, provider.model)
+        requests, skipped = summarize_requests(dataset, tset, texts, options.max_items)
+        if not requests:
+            raise LLMHDError(f"dataset '{dataset.name}': no user has a training item with a text; nothing to summarize")
+        results, row = _run_phase(client, requests, "user summaries", progress)
+        rows.append(row)
+        profiles = {r.request.variables["user_id"]: str(r.value) for r in results if r.ok and r.value}
+        template = tset.get("summarize")
+        version = ProfileVersion("user", provider.name, provider.model, template.name, template.hash)
+        path = None
+        if profiles:
+            path = store.save(version, profiles, {
+                "item_source": item_source, "max_items": options.max_items, "failures": row.failures,
+                "requests": len(requests), "upper_bound": bool(provider.upper_bound),
+            })
+        budget = bool(client.stats.budget_exhausted)
+    finally:
+        client.close()
+    record_spending(dataset, rows)
+    return SummarizeResult(
+        dataset=dataset.name, provider=provider.name, model=provider.model, template_set=tset.name,
+        upper_bound=bool(provider.upper_bound), generative=bool(provider.generative), users=len(requests),
+        profiles=len(profiles), path=path, item_source=item_source, rows=rows, budget_exhausted=budget,
+        skipped_users=skipped,
+    )
