@@ -270,6 +270,8 @@ def recbole_splits(data_path: Path, name: str, tmp_path: Path) -> tuple:
     }
     with recbole_compat.isolated_argv():
         config = Config(model="LightGCN", dataset=name, config_dict=config_dict)
+    # As llmhd_cli.recbole_data does: RecBole's Config sends the name "ml-100k" to its bundled copy.
+    config["data_path"] = str(data_path / name)
     return create_dataset(config).build()
 
 
@@ -280,11 +282,6 @@ def test_recbole_loads_prepared_dataset(tmp_path: Path, synth: Path) -> None:
     assert len(valid.inter_feat) == ds.info.stats["valid"] and len(test.inter_feat) == ds.info.stats["test"]
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    reason="RecBole 1.2.1's Config sends dataset 'ml-100k' to its bundled example folder whatever "
-    "data_path says; llmhd_cli.recbole_compat has to undo that",
-)
 def test_recbole_loads_prepared_ml100k(ml100k: Path, tmp_path: Path) -> None:
     info = DatasetInfo.from_json((ml100k / "dataset.json").read_text())
     train, _, _ = recbole_splits(ml100k.parent, "ml-100k", tmp_path)
