@@ -131,9 +131,18 @@ class LLMClient:
             raise RuntimeError("LLMClient is closed")
         self._stop.clear()
         self._abort_message = None
-        futures = {self._pool.submit(self._one, r): i for i, r in enumerate(requests)}
         results: list[LLMResult | None] = [None] * len(requests)
+        futures: dict[Any, int] = {}
         try:
+            for i, request in enumerate(requests):
+                # Hits are answered here, without a thread hop: cached reruns are then cheap.
+                quick = self._quick(request)
+                if quick is None:
+                    futures[self._pool.submit(self._one, request)] = i
+                    continue
+                results[i] = quick
+                if on_result is not None:
+                    on_result(quick)
             for future in as_completed(futures):
                 result = future.result()
                 results[futures[future]] = result
@@ -169,6 +178,28 @@ class LLMClient:
         self.close()
 
     # ------------------------------------------------------------------ one request
+
+    def _quick(self, request: LLMRequest) -> LLMResult | None:
+        """The result from the cache alone, or None (a miss, or a hit that needs a re-ask)."""
+        key = self._key(request)
+        if not self.provider.cacheable or (self.refresh and key not in self._fresh):
+            return None
+        hit = self.store.get(key)
+        if hit is None:
+            return None
+        if hit.value is not None or request.parse is None:
+            value = hit.value if hit.value is not None else hit.text
+        else:
+            try:
+                value = request.parse(hit.text)
+            except Exception:
+                return None  # _one re-asks (or records the failure) and counts this hit then
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.cache_hits += 1
+            self._pending_hits[request.template] = self._pending_hits.get(request.template, 0) + 1
+        outcome = _Outcome(hit, cached=True)
+        return self._ok(request, value, outcome, [outcome])
 
     def _one(self, request: LLMRequest) -> LLMResult:
         with self._lock:
