@@ -182,6 +182,191 @@ def prepare_command(
     console.print(f"wrote {dataset.path}", highlight=False)
 
 
+
+# --------------------------------------------------------------------------- train
+
+
+def _denoiser_flag_options(command):
+    """Add one flag per option of every registered denoiser (plugins' included)."""
+    from llmhd_cli import plugins
+
+    seen: dict[str, str] = {}
+    for spec in plugins.registry("denoiser").items.values():
+        for option in spec.options:
+            if option.name in seen:
+                continue
+            seen[option.name] = spec.name
+            kind = click.Choice(option.choices) if option.choices else option.type
+            command = click.option(option.flag, option.name, type=kind, default=None,
+                                   help=f"{option.help} [default: {option.default}]")(command)
+    return command
+
+
+def _parse_settings(pairs: tuple[str, ...]) -> dict:
+    """--set key=value words into a dict, values read as TOML scalars/lists when they parse."""
+    from llmhd_cli.config import tomllib
+
+    settings = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise LLMHDError(f"--set: expected KEY=VALUE, got '{pair}'")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        settings[key.strip()] = value
+    return settings
+
+
+class _TrainProgress:
+    """Rich progress for llmhd train: an epoch bar, a batch bar, one line per epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        )
+        self.epochs = self.progress.add_task("epochs", total=epochs, rate="")
+        self.batches = self.progress.add_task("batches", total=1, rate="")
+        self._start = 0.0
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
+
+    def epoch_start(self, epoch: int, n_batches: int) -> None:
+        import time
+
+        self._start = time.perf_counter()
+        self.progress.reset(self.batches, total=n_batches, description=f"epoch {epoch}", rate="")
+
+    def batch_done(self) -> None:
+        import time
+
+        self.progress.advance(self.batches)
+        done = self.progress.tasks[self.batches].completed
+        self.progress.update(self.batches, rate=f"{done / max(time.perf_counter() - self._start, 1e-9):.1f} batch/s")
+
+    def epoch_end(self, record) -> None:
+        parts = [f"epoch {record.epoch:>3}", f"loss {record.loss:.4f}"]
+        if record.dropped:
+            parts.append(f"dropped {100 * record.dropped / max(record.samples, 1):.1f}%")
+        if record.noise and record.noise["dropped_positives"]:
+            parts.append(f"noise P/R {record.noise['precision']:.2f}/{record.noise['recall']:.2f}")
+        if record.valid:
+            parts.append(f"valid ndcg@10 {record.valid['ndcg@10']:.4f}" + (" *" if record.best else ""))
+        parts.append(f"{record.seconds:.1f}s")
+        self.progress.console.print("  ".join(parts), highlight=False)
+        self.progress.advance(self.epochs)
+
+
+def _metrics_table(title: str, rows: list[tuple[str, dict]], keys: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    table.add_column("run")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, metrics in rows:
+        table.add_row(name, *(f"{metrics[k]:.4f}" if k in metrics else "-" for k in keys))
+    return table
+
+
+METRIC_KEYS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+@cli.command("train")
+@click.option("-d", "--dataset", default=None, help="Prepared dataset [default: config 'default_dataset', else ml-100k, prepared on first use].")
+@click.option("--backbone", default=None, help="Backbone: ngcf, lightgcn, sgl, ncl or one a plugin adds [default: lightgcn].")
+@click.option("--objective", type=click.Choice(["bpr", "bce"]), default=None, help="Pairwise BPR or pointwise BCE [default: bpr].")
+@click.option("--denoiser", default=None, help="none, tce, rce or one a plugin adds [default: none].")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 200].")
+@click.option("--batch-size", type=int, default=None, help="Positive interactions per mini-batch [default: 1024].")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None, help="Adam learning rate [default: 0.005].")
+@click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: 0].")
+@click.option("--early-stop", type=int, default=None, help="Stop after this many evaluations without improvement; 0 disables [default: 10].")
+@click.option("--eval-every", type=int, default=None, help="Validate every N epochs [default: 1].")
+@click.option("--valid-metric", default=None, help="Early-stopping metric, recall@K or ndcg@K [default: ndcg@10].")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling and shuffling [default: 2024].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="auto uses a GPU when present [default: auto].")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Backbone (RecBole) setting, e.g. --set n_layers=3; repeatable.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file of train settings (the keys of a run's config.toml); flags override it.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write the run here [default: <workspace>/runs/<time>-<names>].")
+@_denoiser_flag_options
+@click.pass_context
+def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
+    """Train a backbone with an objective and a denoiser; write a run directory."""
+    from llmhd_cli import plugins
+    from llmhd_cli.config import command_defaults, default_dataset, read_toml
+    from llmhd_cli.prepare import ensure_prepared
+    from llmhd_cli.training import TrainConfig, train
+    from llmhd_cli.workspace import runs_dir
+
+    state: State = ctx.obj
+    merged: dict = {"dataset": default_dataset(), **command_defaults("train")}
+    if config_file is not None:
+        merged.update(read_toml(config_file, "train config"))
+    core = {f for f in TrainConfig.__dataclass_fields__}
+    given = {k: v for k, v in flags.items() if v is not None and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    merged.update({k: v for k, v in given.items() if k in core})
+    merged["backbone_params"] = {**merged.get("backbone_params", {}), **_parse_settings(settings)}
+    config = TrainConfig.from_dict(merged, where=str(config_file) if config_file else "train config")
+
+    denoiser_flags = {k: v for k, v in given.items() if k not in core}
+    if denoiser_flags:
+        spec = plugins.registry("denoiser").get(config.denoiser, "--denoiser")
+        own = {o.name for o in spec.options}
+        for name in denoiser_flags:
+            if name not in own:
+                owners = [s.name for s in plugins.registry("denoiser").items.values() if name in {o.name for o in s.options}]
+                raise LLMHDError(f"--{name.replace('_', '-')}: an option of denoiser {', '.join(owners)}, not of '{config.denoiser}'")
+        config.denoiser_params = {**config.denoiser_params, **denoiser_flags}
+
+    dataset = ensure_prepared(state.workspace, config.dataset, notify=lambda m: console.print(m, style="yellow", highlight=False))
+    with _TrainProgress(config.epochs) as progress:
+        result = train(config, dataset, runs_dir(state.workspace), observer=progress, run_dir=run_dir)
+    console.print(_metrics_table(f"test metrics (best epoch {result.best_epoch}, {result.seconds_per_epoch:.2f}s/epoch)",
+                                 [(result.run_dir.name, result.test)], METRIC_KEYS))
+    console.print(f"run directory: {result.run_dir}", highlight=False)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@cli.command("evaluate")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", help="Output format.")
+@click.option("--recompute", is_flag=True, help="Rebuild each model from its checkpoint and rank again, instead of reading metrics.json.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Device for --recompute.")
+@pass_state
+def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompute: bool, device: str) -> None:
+    """Test-split Recall@5/10 and NDCG@5/10 of finished runs, one row per run."""
+    from llmhd_cli.evaluation import evaluation_rows, render_rows
+
+    rows = evaluation_rows(list(run_dirs), state.workspace, recompute=recompute, device=device)
+    if fmt == "table":
+        short = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10", "best_epoch": "best"}
+        columns = [c for c in rows[0] if c != "run"]  # run folders are listed in the caption
+        table = Table(title="test metrics (full ranking; train and valid items masked)",
+                      caption="\n".join(f"{i + 1}: {row['run']}" for i, row in enumerate(rows)))
+        table.add_column("#", justify="right")
+        for column in columns:
+            table.add_column(short.get(column, column), justify="right" if column in short or column == "seed" else "left")
+        for i, row in enumerate(rows):
+            table.add_row(str(i + 1), *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+        console.print(table)
+    else:
+        click.echo(render_rows(rows, fmt), nl=False)
+
+
 def _build() -> click.Group:
     from llmhd_cli import plugins
 

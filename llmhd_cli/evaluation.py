@@ -60,3 +60,49 @@ def full_rank_metrics(
             sums[f"ndcg@{k}"] += float((dcg / ideal).sum())
     n = max(len(users), 1)
     return {key: value / n for key, value in sums.items()}
+
+
+def evaluation_rows(run_dirs: list, workspace, recompute: bool = False, device: str = "auto") -> list[dict]:
+    """One row per run: its identity and test metrics (stored, or recomputed from the checkpoint)."""
+    from llmhd_cli import runs
+
+    rows = []
+    for path in run_dirs:
+        record = runs.read_run(path)
+        test = record.metrics.get("test", {})
+        if recompute:
+            from llmhd_cli.training import load_run_model
+
+            model, data, _ = load_run_model(path, workspace, device)
+            test = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr])
+        cfg = record.config
+        row = {"run": record.path.name, "dataset": cfg.get("dataset"), "backbone": cfg.get("backbone"),
+               "objective": cfg.get("objective"), "denoiser": cfg.get("denoiser"), "seed": cfg.get("seed"),
+               "best_epoch": record.metrics.get("best_epoch")}
+        row.update({k: float(test[k]) for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10") if k in test})
+        rows.append(row)
+    return rows
+
+
+def render_rows(rows: list[dict], fmt: str) -> str:
+    """Rows as json, csv or a markdown table."""
+    import csv
+    import io
+    import json
+
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    columns = list(rows[0])
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    if fmt == "markdown":
+        def cell(v):
+            return f"{v:.4f}" if isinstance(v, float) else str(v)
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    raise ValueError(fmt)

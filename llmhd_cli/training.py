@@ -286,3 +286,18 @@ def _metric(model: torch.nn.Module, data: RecBoleData, config: TrainConfig) -> f
     """A validation metric at a K outside the default set."""
     k = int(config.valid_metric.partition("@")[2])
     return full_rank_metrics(model, data.valid_csr, [data.train_csr], ks=(k,))[config.valid_metric]
+
+
+def load_run_model(run_dir: Path, workspace: Path, device: str = "auto") -> tuple[torch.nn.Module, RecBoleData, TrainConfig]:
+    """Rebuild a finished run's model from its directory (config + checkpoint) for evaluation."""
+    from llmhd_cli.datasets import open_dataset
+
+    record = runs.read_run(run_dir)
+    config = TrainConfig.from_dict(record.config, where=str(Path(run_dir) / runs.CONFIG))
+    backbone = plugins.registry("backbone").get(config.backbone, f"{run_dir}: backbone")
+    dataset = open_dataset(workspace, config.dataset)
+    data = load_recbole_data(dataset, backbone, config.backbone_params, config.seed, resolve_device(device))
+    model = build_model(data, backbone)
+    state = torch.load(Path(run_dir) / runs.CHECKPOINT, map_location=data.config["device"], weights_only=True)
+    model.load_state_dict(state)
+    return model, data, config
