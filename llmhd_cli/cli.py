@@ -18,8 +18,10 @@ from llmhd_cli import __version__
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.workspace import resolve_workspace
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) would otherwise be cut at 80 columns, truncating metric tables.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class State:
@@ -365,6 +367,256 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
         console.print(table)
     else:
         click.echo(render_rows(rows, fmt), nl=False)
+
+
+# --------------------------------------------------------------------------- summarize
+
+
+def _llm_options(command):
+    """Flags shared by the commands that call an LLM (summarize) or price one (cost)."""
+    options = [
+        click.option("--provider", default=None, help="LLM provider: embed (offline semantic scorer, NOT a generative LLM), "
+                     "openai, anthropic, oracle (UPPER BOUND diagnostic from ground-truth ratings) or a plugin's "
+                     "[default: LLMHD_PROVIDER or config [llm] provider, else embed]."),
+        click.option("--model", default=None, help="Model name [default: the provider's first model, see `llmhd providers`]."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="LLM answer cache and ledger [default: config [llm] cache_dir, else <workspace>/llm-cache]."),
+        click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder of prompt templates overriding the shipped ones (see `llmhd prompts export`) "
+                     "[default: config key 'prompts']."),
+        click.option("--max-items", type=int, default=None,
+                     help="Training items per T_sum prompt; users with more get a seeded sample [default: 50]."),
+        click.option("--items", is_flag=True, help="Generate item profiles from raw attributes first (item_profile template)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+class _LLMProgress:
+    """A rich progress bar fed by the client's per-result callback."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def start(self, label: str, total: int) -> None:
+        import time
+
+        self.t0 = time.monotonic()
+        self.done = self.hits = self.failed = self.tokens = 0
+        self.cost = 0.0
+        self.task = self.progress.add_task(label, total=total, rate=0.0, hits=0, tokens=0, cost=0.0, failed=0)
+
+    def update(self, result) -> None:
+        import time
+
+        self.done += 1
+        self.hits += int(result.cached)
+        self.failed += int(not result.ok)
+        if not result.cached:
+            self.tokens += result.input_tokens + result.output_tokens
+        self.cost += result.cost
+        rate = self.done / max(time.monotonic() - self.t0, 1e-6)
+        self.progress.update(self.task, advance=1, rate=rate, hits=self.hits, tokens=self.tokens, cost=self.cost,
+                             failed=self.failed)
+
+
+def _stats_table(title: str, rows: list, upper_bound: bool = False, runs: bool = False) -> Table:
+    """The paper's Table 4 columns: template, calls, cache hits, failures, tokens in/out, cost."""
+    table = Table(title=title)
+    for column in ("template", "provider", "model"):
+        table.add_column(column, no_wrap=True)
+    for column in ("calls", "cache hits", "failures", "tokens in", "tokens out", "cost ($)") + (("runs",) if runs else ()):
+        table.add_column(column, justify="right")
+    for r in rows:
+        provider = r.provider + (" (upper bound)" if upper_bound or r.provider == "oracle" else "")
+        cells = [r.template, provider, r.model, f"{r.calls:,}", f"{r.cache_hits:,}", f"{r.failures:,}",
+                 f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"{r.cost:.4f}"]
+        table.add_row(*cells, *((str(r.runs),) if runs else ()))
+    return table
+
+
+@cli.command("summarize")
+@click.option("-d", "--dataset", default=None, help="Prepared dataset [default: config 'default_dataset', else ml-100k].")
+@_llm_options
+@click.option("--base-url", default=None, help="OpenAI-/Anthropic-compatible server URL [default: LLMHD_BASE_URL or config].")
+@click.option("--concurrency", type=int, default=None, help="Calls in flight at once [default: config, else 4].")
+@click.option("--max-cost", type=float, default=None, help="Stop sending calls once this many US dollars are spent [default: no limit].")
+@click.option("--refresh", is_flag=True, help="Ignore cached answers (new answers replace them).")
+@pass_state
+def summarize_command(state: State, dataset: str | None, provider: str | None, model: str | None, cache_dir: Path | None,
+                      prompts_dir: str | None, max_items: int | None, items: bool, base_url: str | None,
+                      concurrency: int | None, max_cost: float | None, refresh: bool) -> None:
+    """Summarize every user's preference from their training items (T_sum), stored with the dataset.
+
+    The default provider `embed` is an offline semantic scorer, not a generative LLM: its
+    "summaries" are extractive (the user's most representative item texts).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from llmhd_cli.config import default_dataset
+    from llmhd_cli.llm.prompts import prompts_dir_setting
+    from llmhd_cli.llm.settings import resolve_settings
+    from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, SummarizeOptions, default_provider, summarize
+
+    settings = resolve_settings(provider=default_provider(provider), model=model, base_url=base_url,
+                                cache_dir=cache_dir, concurrency=concurrency, max_cost=max_cost, refresh=refresh)
+    options = SummarizeOptions(dataset or default_dataset(), prompts_dir_setting(prompts_dir), items,
+                               max_items if max_items is not None else DEFAULT_MAX_ITEMS)
+    from llmhd_cli import plugins
+
+    cls = plugins.registry("provider").get(settings.provider, "--provider")
+    if cls.upper_bound:
+        err_console.print(f"[yellow]note:[/] provider '{cls.name}' is an UPPER BOUND diagnostic that reads ground truth")
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} calls/s  hits {task.fields[hits]:,}  failed {task.fields[failed]:,}  "
+                          "tokens {task.fields[tokens]:,}  ${task.fields[cost]:.4f}"), TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        result = summarize(state.workspace, settings, options, progress=_LLMProgress(bar))
+    label = f"{result.provider}/{result.model}" + (" (UPPER BOUND)" if result.upper_bound else "")
+    console.print(_stats_table(f"summarize {result.dataset} with {label}, prompt set '{result.template_set}'",
+                               result.rows, result.upper_bound))
+    if result.path is not None:
+        console.print(f"{result.profiles:,} of {result.users:,} user profiles written to {result.path}")
+    if result.skipped_users:
+        console.print(f"[yellow]{result.skipped_users:,} users have no training item with a text: no profile[/]")
+    failed = result.users - result.profiles
+    if result.budget_exhausted:
+        console.print(f"[yellow]--max-cost reached: {failed:,} users not summarized; rerun with a higher limit to finish "
+                      "(answers so far are cached)[/]")
+    elif failed:
+        console.print(f"[yellow]{failed:,} users failed; rerun to retry them (answers so far are cached)[/]")
+    if not result.generative:
+        console.print(f"note: '{result.provider}' is not a generative LLM; its profiles are extractive")
+
+
+# --------------------------------------------------------------------------- cost
+
+
+@cli.command("cost")
+@click.option("--spent", is_flag=True, help="Show what was spent (the ledger) instead of an estimate.")
+@click.option("-d", "--dataset", default=None, help="Dataset to estimate for, or (with --spent) whose recorded runs to show "
+              "[default for estimates: config 'default_dataset', else ml-100k].")
+@_llm_options
+@pass_state
+def cost_command(state: State, spent: bool, dataset: str | None, provider: str | None, model: str | None,
+                 cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool) -> None:
+    """Estimate the prompts, tokens and money of a run before it runs, or show what was spent.
+
+    The estimate renders every prompt the run would send and counts its tokens; money comes
+    from the price table. Prompts already cached are counted but cost nothing.
+    """
+    from llmhd_cli.config import default_dataset
+    from llmhd_cli.llm import estimate as est
+    from llmhd_cli.llm.prompts import prompts_dir_setting
+    from llmhd_cli.llm.settings import resolve_settings
+    from llmhd_cli.summarize import default_provider
+
+    settings = resolve_settings(provider=default_provider(provider), model=model, cache_dir=cache_dir,
+                                require_key=False)
+    cache = settings.resolved_cache_dir(state.workspace)
+    if spent:
+        if dataset:
+            from llmhd_cli.datasets import open_dataset
+
+            rows = est.dataset_spending(open_dataset(state.workspace, dataset))
+            title, where = f"spent on {dataset} (runs recorded with the dataset)", f"{dataset}"
+        else:
+            rows = est.ledger_spending(cache)
+            title, where = f"spent (ledger of {cache})", str(cache)
+        if provider:
+            rows = [r for r in rows if r.provider == provider]
+        if not rows:
+            console.print(f"nothing spent yet ({where})")
+            return
+        total = est.SpentRow("total", "", "", *(sum(getattr(r, k) for r in rows) for k in
+                             ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost", "runs")))
+        console.print(_stats_table(title, rows + [total], runs=bool(dataset)))
+        return
+    options = {"items": items, "max_items": max_items}
+    result = est.estimate(state.workspace, dataset or default_dataset(), settings.provider, settings.model,
+                          prompts_dir_setting(prompts_dir), settings.prices_file, cache, options)
+    label = f"{result.provider}/{result.model}" + (" (UPPER BOUND)" if result.upper_bound else "")
+    table = Table(title=f"ESTIMATE for {result.dataset} with {label} (nothing sent)")
+    for column in ("step", "template"):
+        table.add_column(column, no_wrap=True)
+    for column in ("prompts", "cached", "tokens in", "tokens out (est.)", "cost ($, est.)"):
+        table.add_column(column, justify="right")
+    table.add_column("note")
+    for r in result.rows + [result.total]:
+        table.add_row(r.step, r.template, f"{r.prompts:,}", f"{r.cached:,}", f"{r.input_tokens:,}" + ("" if r.exact_tokens else "~"),
+                      f"{r.output_tokens:,}", f"{r.cost:.4f}", r.note)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+@cli.group("prompts")
+def prompts_group() -> None:
+    """See the shipped prompt template sets and copy one out to edit (use it with --prompts DIR)."""
+
+
+@prompts_group.command("list")
+@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None, help="Also load (and validate) this folder.")
+def prompts_list(prompts_dir: str | None) -> None:
+    """List template sets: domains, templates and their hashes, and where each set comes from."""
+    from llmhd_cli import plugins
+    from llmhd_cli.llm.prompts import available_sets, prompts_dir_setting
+
+    owners = plugins.registry("prompt set").owners
+    table = Table(title="llmhd prompt template sets (a dataset's domain picks its set; unknown domains use 'items')")
+    for column in ("set", "domains", "templates (task:hash)", "from"):
+        table.add_column(column)
+    for name, s in sorted(available_sets(prompts_dir_setting(prompts_dir)).items()):
+        origin = s.origin if s.origin != "built-in" else f"built-in ({owners.get(name, '?')})"
+        templates = "\n".join(f"{task}:{t.hash[:8]}" for task, t in sorted(s.templates.items()))
+        table.add_row(name, ", ".join(s.domains) or "-", templates, origin)
+    console.print(table)
+
+
+@prompts_group.command("show")
+@click.argument("name")
+@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None, help="Look in this folder first.")
+def prompts_show(name: str, prompts_dir: str | None) -> None:
+    """Print a set's templates (NAME = set, e.g. books) or one template (books/score)."""
+    from rich.syntax import Syntax
+
+    from llmhd_cli.errors import LLMHDError
+    from llmhd_cli.llm.prompts import available_sets, prompts_dir_setting
+
+    set_name, _, task = name.partition("/")
+    sets = available_sets(prompts_dir_setting(prompts_dir))
+    if set_name not in sets:
+        raise LLMHDError(f"prompts show: unknown prompt set '{set_name}' (known: {', '.join(sorted(sets))})")
+    s = sets[set_name]
+    templates = [s.get(task)] if task else [s.templates[t] for t in sorted(s.templates)]
+    for t in templates:
+        console.rule(f"{t.name}  hash {t.hash}  {t.source}")
+        console.print(Syntax(t.text, "toml", word_wrap=True))
+
+
+@prompts_group.command("export")
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Overwrite files in an existing non-empty folder.")
+@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None, help="Export from this folder's sets too.")
+def prompts_export(target: Path, names: tuple[str, ...], force: bool, prompts_dir: str | None) -> None:
+    """Copy template sets (all, or NAMES) to TARGET/<set>/ for editing; pass TARGET with --prompts."""
+    from llmhd_cli.errors import LLMHDError
+    from llmhd_cli.llm.prompts import available_sets, prompts_dir_setting
+
+    sets = available_sets(prompts_dir_setting(prompts_dir))
+    for name in names:
+        if name not in sets:
+            raise LLMHDError(f"prompts export: unknown prompt set '{name}' (known: {', '.join(sorted(sets))})")
+    for name in names or sorted(sets):
+        dest = sets[name].export(target, force)
+        console.print(f"exported '{name}' to {dest}")
+    console.print(f"edit the files, then pass --prompts {target}")
 
 
 def _build() -> click.Group:
