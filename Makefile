@@ -1,0 +1,36 @@
+# Set-up on a fresh machine is part of each target: the virtual environment is created and
+# filled on first use (torch is pinned to the CPU wheel in pyproject.toml).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-fast bench clean
+
+$(VENV)/.core: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The server extra builds llama.cpp from source (about 8 minutes on 2 cores, once per machine).
+$(VENV)/.server: $(VENV)/.core
+	$(PY) -m pip install --quiet -e '.[test,server]'
+	touch $@
+
+## demo: the main job end to end on the embedded defaults (ml-100k, offline provider)
+demo: $(VENV)/.core
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh
+
+## test: the whole test suite, real local servers included
+test: $(VENV)/.server
+	$(PY) -m pytest
+
+## test-fast: skip the slow end-to-end and server-backed tests
+test-fast: $(VENV)/.core
+	$(PY) -m pytest -m "not slow and not server"
+
+bench: $(VENV)/.core
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) llmhd-workspace build *.egg-info
