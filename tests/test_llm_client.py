@@ -7,17 +7,13 @@ whose replies each test scripts; the llama.cpp-backed tests live in test_openai_
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from llm_servers import LocalServer, Recorded, Reply, free_port, openai_completion
+from llm_servers import LocalServer, Recorded, Reply, kill_midway, openai_completion
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.llm.cache import read_ledger
@@ -241,34 +237,6 @@ def test_api_key_never_reaches_the_cache(tmp_path):
             c.run([request(i) for i in range(3)])
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files and not any(KEY.encode() in p.read_bytes() for p in files)
-
-
-CHILD = """
-import sys
-from pathlib import Path
-from llmhd_cli.llm.base import LLMRequest
-from llmhd_cli.llm.client import LLMClient
-from llmhd_cli.llm.pricing import PriceTable
-from llmhd_plugins.providers_openai import OpenAIProvider
-url, cache, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-provider = OpenAIProvider(model="local", base_url=url, api_key="k")
-client = LLMClient(provider, cache, concurrency=2, prices=PriceTable.from_dict({}))
-reqs = [LLMRequest("score", "t/score", "abc", "sys", f"item {i}", params={"max_tokens": 5}) for i in range(n)]
-client.run(reqs, on_result=lambda r: print("done", flush=True))
-"""
-
-
-def kill_midway(url: str, cache: Path, n: int, after: int) -> None:
-    """Run CHILD, SIGKILL it once ``after`` answers are in."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, url, str(cache), str(n)], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        for _ in range(after):
-            assert proc.stdout.readline().strip() == "done"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
 
 
 def test_killed_run_resumes_without_paying_twice(tmp_path):
