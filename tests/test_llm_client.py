@@ -6,6 +6,7 @@ whose replies each test scripts; the llama.cpp-backed tests live in test_openai_
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 from llm_servers import LocalServer, Recorded, Reply, kill_midway, openai_completion
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
-from llmhd_cli.llm.cache import read_ledger
+from llmhd_cli.llm.cache import AnswerStore, cache_key, read_ledger
 from llmhd_cli.llm.client import LLMClient, expected_score, make_client
 from llmhd_cli.llm.pricing import PriceTable, load_prices
 from llmhd_cli.llm.settings import resolve_settings
@@ -85,6 +86,8 @@ def test_cache_hit_costs_nothing_and_refresh_overwrites(tmp_path):
         with make(server, tmp_path) as c:
             first = c.run([request(i) for i in range(3)])
         assert chat_calls(server) == 3 and all(r.ok and not r.cached for r in first)
+        stored = AnswerStore(tmp_path).get(cache_key("openai", "local", request(0)))
+        assert (stored.text, stored.parsed, stored.input_tokens, stored.output_tokens) == ("<s>7</s>", 7, 10, 3)
         with make(server, tmp_path) as c:
             again = c.run([request(i) for i in range(3)])
         assert chat_calls(server) == 3  # nothing sent
@@ -227,7 +230,8 @@ def test_expected_score():
     assert expected_score([{" 10": 0.0}]) == pytest.approx(10.0)
 
 
-def test_api_key_never_reaches_the_cache(tmp_path):
+def test_api_key_never_reaches_the_cache(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
     handler = Counting(Reply(401, {"error": {"message": f"Incorrect API key provided: {KEY}"}}))
     with LocalServer(handler) as server:
         with make(server, tmp_path) as c, pytest.raises(LLMHDError) as info:
@@ -237,6 +241,7 @@ def test_api_key_never_reaches_the_cache(tmp_path):
             c.run([request(i) for i in range(3)])
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files and not any(KEY.encode() in p.read_bytes() for p in files)
+    assert KEY not in caplog.text
 
 
 def test_killed_run_resumes_without_paying_twice(tmp_path):

@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ class StoredAnswer:
     logprobs: list[dict[str, float]] | None = None
     tokens: list[str] | None = None
     created: float = field(default_factory=time.time)
+    # The template parser's value, recorded after a successful parse (for inspection and
+    # reporting); the client parses ``text`` again on every read, so a fixed parser applies.
+    parsed: Any = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StoredAnswer":
@@ -95,7 +98,8 @@ class AnswerStore:
         return StoredAnswer.from_dict(data) if isinstance(data, dict) else None
 
     def put(self, key: str, answer: StoredAnswer) -> None:
-        self._cache.set(key, asdict(answer))
+        # Shallow on purpose: asdict() would turn a parsed dataclass value into a dict.
+        self._cache.set(key, {f.name: getattr(answer, f.name) for f in fields(answer)})
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -86,6 +86,7 @@ class _Outcome:
     cached: bool = False
     cost: float = 0.0
     error: str | None = None
+    key: str | None = None
 
 
 class _Abort(Exception):
@@ -213,7 +214,7 @@ class LLMClient:
             value = answer.value if answer.value is not None else answer.text
             return self._ok(request, value, first, [first])
         try:
-            return self._ok(request, request.parse(answer.text), first, [first])
+            return self._ok(request, self._parse(request, first), first, [first])
         except ValueError as exc:
             log.debug("malformed answer for %s (%s); re-asking", request.template, exc)
         except Exception:  # a bug in the parser: fail this request, keep the run going
@@ -231,11 +232,22 @@ class LLMClient:
             return self._failed(request, f"malformed answer; re-ask failed: {second.error}", total_cost, first)
         assert second.answer is not None
         try:
-            value = request.parse(second.answer.text)
+            value = self._parse(request, second)
         except Exception as exc:
             return self._failed(request, f"malformed answer after one re-ask: {_short(str(exc))}",
                                 total_cost, second, extra=first)
         return self._ok(request, value, second, [first, second], reasked=True)
+
+    def _parse(self, request: LLMRequest, outcome: _Outcome) -> Any:
+        """Parse an answer; a fresh answer's entry then records the parsed value too."""
+        assert outcome.answer is not None and request.parse is not None
+        value = request.parse(outcome.answer.text)
+        if not outcome.cached and outcome.key and self.provider.cacheable and value is not None:
+            try:
+                self.store.put(outcome.key, replace(outcome.answer, parsed=value))
+            except Exception:  # an unpicklable value: the text is stored already, that is enough
+                log.debug("parsed value of %s not storable", request.template, exc_info=True)
+        return value
 
     def _ok(self, request: LLMRequest, value: Any, last: _Outcome, outcomes: list[_Outcome],
             reasked: bool = False) -> LLMResult:
@@ -357,7 +369,7 @@ class LLMClient:
             s.output_tokens += answer.output_tokens
             s.cost += cost
             s.estimated_calls += estimated
-        return _Outcome(answer, cached=False, cost=cost)
+        return _Outcome(answer, cached=False, cost=cost, key=key)
 
     def _send(self, request: LLMRequest) -> tuple[LLMResponse, float]:
         """One provider call with retries; returns (response, seconds)."""
