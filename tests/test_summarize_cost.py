@@ -1,0 +1,250 @@
+"""``llmhd summarize`` and ``llmhd cost`` end to end on a small hand-made dataset.
+
+CLI tests call `llmhd_cli.cli.main` and catch its SystemExit (user errors: one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llmhd_cli import plugins
+from llmhd_cli.cli import main
+from llmhd_cli.datasets import DatasetInfo, open_dataset
+from llmhd_cli.llm.base import LLMResponse, Provider
+from llmhd_cli.llm.estimate import (
+    _ESTIMATORS,
+    EstimateRow,
+    dataset_spending,
+    estimate,
+    expected_output_tokens,
+    register_estimator,
+)
+from llmhd_cli.llm.profiles import ProfileStore
+from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
+from llmhd_cli.llm.settings import resolve_settings
+from llmhd_cli.llm.tokens import count_prompt_tokens
+from llmhd_cli.summarize import SummarizeOptions, summarize, summarize_requests
+
+BOOKS = {
+    "b1": "title: Dune; genres: science fiction, desert planet, politics",
+    "b2": "title: Foundation; genres: science fiction, galactic empire",
+    "b3": "title: Hyperion; genres: science fiction, pilgrims, time",
+    "b4": "title: Pride and Prejudice; genres: romance, classic, manners",
+    "b5": "title: Jane Eyre; genres: romance, gothic, governess",
+    "b6": "title: Persuasion; genres: romance, classic, second chances",
+    "b7": "title: The Hobbit; genres: fantasy, dragons, adventure",
+    "b8": "title: Mistborn; genres: fantasy, magic system, heist",
+}
+TRAIN = {"u1": ["b1", "b2", "b4"], "u2": ["b4", "b5"], "u3": ["b7", "b8", "b1"], "u4": ["b2", "b3"], "u5": ["b6", "b5", "b7"]}
+TEST = {"u1": ["b3"], "u2": ["b6"], "u3": ["b2"], "u4": ["b1"], "u5": ["b4"]}
+RATINGS = {("u1", "b1"): 5, ("u1", "b2"): 4, ("u1", "b4"): 2, ("u2", "b4"): 5, ("u1", "b3"): 4}
+
+
+def make_dataset(workspace: Path, name: str = "tiny", domain: str = "books", items: bool = True) -> Path:
+    folder = workspace / "datasets" / name
+    folder.mkdir(parents=True)
+    for split, table in (("train", TRAIN), ("valid", {}), ("test", TEST)):
+        lines = ["user_id:token\titem_id:token"] + [f"{u}\t{i}" for u, its in table.items() for i in its]
+        (folder / f"{name}.{split}.inter").write_text("\n".join(lines) + "\n")
+    (folder / "ratings.tsv").write_text("user_id:token\titem_id:token\trating:float\n"
+                                        + "".join(f"{u}\t{i}\t{r}\n" for (u, i), r in RATINGS.items()))
+    if items:
+        (folder / "items.jsonl").write_text("".join(
+            json.dumps({"item_id": i, "text": t, "attributes": {"raw": t}}) + "\n" for i, t in BOOKS.items()))
+    info = DatasetInfo(name=name, domain=domain, source="test", source_path=None, seed=1, options={}, stats={},
+                       has_ratings=True, has_item_texts=items, has_user_profiles=False)
+    (folder / "dataset.json").write_text(info.to_json())
+    return folder
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A clean environment: no provider configured, no keys, an empty user config."""
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "LLMHD_PROVIDER",
+                "LLMHD_MODEL", "LLMHD_BASE_URL", "LLMHD_LLM_CACHE", "LLMHD_CONCURRENCY", "LLMHD_MAX_COST",
+                "LLMHD_PRICES", "LLMHD_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LLMHD_CONFIG", str(tmp_path / "config.toml"))
+    workspace = tmp_path / "ws"
+    make_dataset(workspace)
+    return workspace
+
+
+def run_cli(capsys, workspace: Path, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        main(["--workspace", str(workspace), *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_row(out: str, first: str) -> list[str]:
+    """The cells of the rich table row starting with ``first``."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{out}")
+
+
+# ------------------------------------------------------------------------------ summarize
+
+
+def test_summarize_end_to_end_with_embed_then_all_cache_hits(env, capsys):
+    code, out, err = run_cli(capsys, env, "summarize", "--dataset", "tiny")  # embed: the out-of-the-box default
+    assert code == 0, err
+    row = table_row(out, "books/summarize")
+    assert row[1:] == ["embed", "all-MiniLM-L6-v2", "5", "0", "0", row[6], row[7], "0.0000"]
+    assert "user summaries" in err and "calls/s" in err  # the progress bar (on stderr)
+    store = ProfileStore(open_dataset(env, "tiny"))
+    version = store.latest("user")
+    assert (version.provider, version.model, version.template) == ("embed", "all-MiniLM-L6-v2", "books/summarize")
+    assert version.template_hash == template_set_for("books").get("summarize").hash
+    profiles = store.load(version)
+    assert sorted(profiles) == sorted(TRAIN)
+    assert set(profiles["u2"].splitlines()) == {BOOKS["b4"], BOOKS["b5"]}  # extractive, from the training items
+    assert "is not a generative LLM" in out
+
+    code, out, err = run_cli(capsys, env, "summarize", "--dataset", "tiny")
+    assert code == 0, err
+    assert table_row(out, "books/summarize")[3:6] == ["0", "5", "0"]  # calls, cache hits, failures
+
+    code, out, _ = run_cli(capsys, env, "cost", "--spent")
+    assert code == 0
+    assert table_row(out, "books/summarize")[1:6] == ["embed", "all-MiniLM-L6-v2", "5", "5", "0"]
+    code, out, _ = run_cli(capsys, env, "cost", "--spent", "--dataset", "tiny")
+    assert code == 0 and table_row(out, "books/summarize")[-1] == "2"  # two runs recorded with the dataset
+    assert [r.cache_hits for r in dataset_spending(open_dataset(env, "tiny"))] == [5]
+
+
+class FakeLLM(Provider):
+    """A generative provider that answers by the book, except one malformed first answer."""
+
+    name = "fake"
+    models = ("fake-1",)
+    key_env = None
+    needs_key = False
+    calls: list[str] = []
+
+    def complete(self, request):
+        FakeLLM.calls.append(request.prompt)
+        if request.task == "item_profile":
+            text = f"<profile>Readers who like {request.variables['item_id']}</profile>"
+        elif request.variables.get("user_id") == "u1" and "summarization only" not in request.prompt:
+            text = "The reader likes things."  # malformed (no tag): the client re-asks once with the hint
+        elif request.variables.get("user_id") == "u1":
+            text = "<summarization>The reader enjoys classic science fiction.</summarization>"
+        else:
+            text = f"<summarization>Summary for {request.variables.get('user_id')}.</summarization>"
+        return LLMResponse(text=text, input_tokens=100, output_tokens=10, usage_reported=True, model=self.model)
+
+
+@pytest.fixture
+def fake_provider(monkeypatch):
+    registry = plugins.registry("provider")
+    monkeypatch.setitem(registry.items, "fake", FakeLLM)
+    monkeypatch.setitem(registry.owners, "fake", "test")
+    FakeLLM.calls = []
+    return FakeLLM
+
+
+def test_generative_provider_parses_reasks_and_versions_by_provider(env, fake_provider, capsys):
+    code, out, err = run_cli(capsys, env, "summarize", "--dataset", "tiny", "--provider", "fake", "--items")
+    assert code == 0, err
+    assert table_row(out, "books/item_profile")[3] == "8"  # one call per item
+    assert table_row(out, "books/summarize")[3:6] == ["6", "0", "0"]  # 5 users + one re-ask
+    store = ProfileStore(open_dataset(env, "tiny"))
+    profiles = store.load(store.latest("user", "fake"))
+    assert profiles["u1"] == "The reader enjoys classic science fiction." and profiles["u2"] == "Summary for u2."
+    # T_sum was fed the generated item profiles, not the raw texts.
+    assert any("Readers who like b4" in p for p in FakeLLM.calls if "summarize characteristics" in p)
+    # embed's version stays beside it: one file per provider/model/template hash.
+    assert run_cli(capsys, env, "summarize", "--dataset", "tiny", "--provider", "embed")[0] == 0
+    assert {v.provider for v, _ in store.versions("user")} == {"fake", "embed"}
+
+
+def test_oracle_is_labelled_upper_bound(env, capsys):
+    code, out, err = run_cli(capsys, env, "summarize", "--dataset", "tiny", "--provider", "oracle")
+    assert code == 0, err
+    assert "UPPER BOUND" in err and "UPPER BOUND" in out and "oracle (upper bound)" in out
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--dataset", "yelp"), ["dataset 'yelp' is not prepared", "llmhd prepare --dataset yelp"]),
+    (("--dataset", "tiny", "--provider", "openai"), ["needs an API key", "OPENAI_API_KEY"]),
+    (("--dataset", "tiny", "--provider", "nope"), ["--provider", "unknown provider 'nope'", "embed"]),
+    (("--dataset", "tiny", "--provider", "embed", "--model", "gpt-4o"), ["--model", "unknown model 'gpt-4o'"]),
+    (("--dataset", "bare"), ["no item texts", "items.jsonl"]),
+    (("--dataset", "tiny", "--prompts", "BROKEN"), ["score.toml", "key 'output.range'"]),
+])
+def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, args, words):
+    make_dataset(env, "bare", items=False)
+    broken = tmp_path / "broken" / "books"
+    broken.mkdir(parents=True)
+    text = (builtin_prompts_dir() / "books" / "score.toml").read_text().replace("range = [1, 10]", "range = [1, 12]")
+    (broken / "score.toml").write_text(text)
+    args = tuple(str(tmp_path / "broken") if a == "BROKEN" else a for a in args)
+    code, out, err = run_cli(capsys, env, "summarize", *args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0]
+
+
+def test_unknown_domain_uses_the_generic_set(env):
+    make_dataset(env, "odd", domain="podcasts")
+    result = summarize(env, resolve_settings(provider="embed"), SummarizeOptions("odd"))
+    assert result.template_set == "items" and result.rows[0].template == "items/summarize"
+
+
+# ------------------------------------------------------------------------------ cost
+
+
+def test_estimate_counts_every_rendered_prompt(env, capsys):
+    dataset = open_dataset(env, "tiny")
+    result = estimate(env, "tiny", "openai", "gpt-4o-mini")
+    row = result.rows[0]
+    requests, _ = summarize_requests(dataset, template_set_for("books"), dataset.item_texts())
+    expected_in = sum(count_prompt_tokens(r.system, r.prompt, "openai", "gpt-4o-mini")[0] for r in requests)
+    assert (row.template, row.prompts, row.input_tokens, row.cached) == ("books/summarize", 5, expected_in, 0)
+    out_each = expected_output_tokens(template_set_for("books").get("summarize"), "openai", "gpt-4o-mini")
+    assert 134 <= out_each <= 200  # 100 words at ~4/3 token each plus the tags, at most max_tokens
+    assert row.output_tokens == 5 * out_each
+    assert row.cost == pytest.approx((expected_in * 0.15 + 5 * out_each * 0.60) / 1e6)
+
+    code, out, _ = run_cli(capsys, env, "cost", "--dataset", "tiny", "--provider", "openai", "--model", "gpt-4o-mini")
+    assert code == 0 and "ESTIMATE" in out and "nothing sent" in out
+    cells = table_row(out, "summarize")
+    assert cells[1:3] == ["books/summarize", "5"] and cells[4].rstrip("~") == f"{expected_in:,}"
+    # No key needed for an estimate; embed is free and says so.
+    code, out, _ = run_cli(capsys, env, "cost", "--dataset", "tiny")
+    assert code == 0 and "embed" in out and "nothing is paid" in out
+
+
+def test_estimate_sees_the_cache_and_takes_more_rows(env, capsys):
+    assert run_cli(capsys, env, "summarize", "--dataset", "tiny", "--provider", "embed")[0] == 0
+    assert estimate(env, "tiny", "embed", cache_dir=env / "llm-cache").rows[0].cached == 5
+
+    def training_rows(ctx):
+        return [EstimateRow("books/score", "train", 7, 70, 7, 0.01, note="added by another step")]
+
+    register_estimator(training_rows)
+    try:
+        result = estimate(env, "tiny", "openai", "gpt-4o-mini")
+        assert [r.template for r in result.rows] == ["books/summarize", "books/score"]
+        assert result.total.prompts == 12
+    finally:
+        _ESTIMATORS.remove(training_rows)
+
+
+def test_spent_with_nothing_spent(env, capsys):
+    code, out, _ = run_cli(capsys, env, "cost", "--spent")
+    assert code == 0 and "nothing spent yet" in out
