@@ -16,7 +16,7 @@ import pytest
 
 from llm_servers import LocalServer, Recorded, Reply, kill_midway, openai_completion
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider
 from llmhd_cli.llm.cache import AnswerStore, cache_key, read_ledger
 from llmhd_cli.llm.client import LLMClient, expected_score, make_client
 from llmhd_cli.llm.pricing import PriceTable, load_prices
@@ -337,3 +337,42 @@ def test_providers_command_lists_openai_and_anthropic():
     assert result.exit_code == 0, result.output
     assert "OPENAI_API_KEY" in result.output and "ANTHROPIC_API_KEY" in result.output
     assert "gpt-4o-mini" in result.output
+
+
+class Doubler(Provider):
+    """A tiny offline provider (like embed/oracle): computes its value from the variables."""
+
+    name = "doubler"
+    generative = False
+    needs_key = False
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.calls = 0
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        self.calls += 1
+        if request.variables.get("x") is None:
+            raise LLMHDError("doubler: model files missing (run `llmhd fetch`)")
+        return LLMResponse(text="", input_tokens=0, output_tokens=0, usage_reported=True, model="d",
+                           value=request.variables["x"] * 2)
+
+
+def test_offline_provider_keys_on_variables_and_skips_parsing(tmp_path):
+    def req(x):
+        return LLMRequest("score", "t/score", "abc", "sys", "same prompt", variables={"x": x}, parse=parse_score)
+
+    provider = Doubler()
+    with LLMClient(provider, tmp_path) as c:
+        results = c.run([req(1), req(2), req(1)])
+        assert [r.value for r in results] == [2, 4, 2] and provider.calls == 2
+        with pytest.raises(LLMHDError, match="model files missing"):
+            c.run([req(None)])
+
+
+def test_uncacheable_provider_is_counted_not_stored(tmp_path):
+    provider = Doubler()
+    provider.cacheable = False
+    with LLMClient(provider, tmp_path) as c:
+        c.run([LLMRequest("score", "t/s", "h", "", "p", variables={"x": 3})] * 2)
+    assert provider.calls == 2 and read_ledger(tmp_path)[0].calls == 2

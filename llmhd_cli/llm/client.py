@@ -402,6 +402,9 @@ class LLMClient:
                 if self._stop.wait(delay):
                     raise _Abort from None
                 attempt += 1
+            except LLMHDError as exc:  # a user-fixable problem (missing model files...): stop with its message
+                self._abort(self._scrub(str(exc)))
+                raise _Abort from None
             except Exception as exc:  # a provider bug must not take the whole run down
                 log.exception("provider %s crashed", self.provider.name)
                 raise ProviderError(f"provider error: {type(exc).__name__}: {self._scrub(_short(str(exc)))}") from None
