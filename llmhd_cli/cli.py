@@ -386,7 +386,8 @@ def _llm_options(command):
                      "[default: config key 'prompts']."),
         click.option("--max-items", type=int, default=None,
                      help="Training items per T_sum prompt; users with more get a seeded sample [default: 50]."),
-        click.option("--items", is_flag=True, help="Generate item profiles from raw attributes first (item_profile template)."),
+        click.option("--items", is_flag=True, help="Item profiles from raw attributes first (item_profile template): "
+                     "summarize generates them, cost counts their prompts."),
     ]
     for option in reversed(options):
         command = option(command)
