@@ -184,6 +184,8 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     spec: DenoiserSpec = plugins.registry("denoiser").get(config.denoiser, "--denoiser")
     options = denoiser_options(spec, config.denoiser_params)
     device = resolve_device(config.device)
+    if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
+        raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
 
     from recbole.data.interaction import Interaction
     from recbole.utils import init_seed
