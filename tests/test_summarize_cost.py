@@ -115,13 +115,15 @@ def test_summarize_end_to_end_with_embed_then_all_cache_hits(env, capsys):
     code, out, err = run_cli(capsys, env, "summarize", "--dataset", "tiny")
     assert code == 0, err
     assert table_row(out, "books/summarize")[3:6] == ["0", "5", "0"]  # calls, cache hits, failures
+    code, out, err = run_cli(capsys, env, "summarize", "--dataset", "tiny", "--refresh")
+    assert code == 0 and table_row(out, "books/summarize")[3:5] == ["5", "0"], err
 
     code, out, _ = run_cli(capsys, env, "cost", "--spent")
     assert code == 0
-    assert table_row(out, "books/summarize")[1:6] == ["embed", "all-MiniLM-L6-v2", "5", "5", "0"]
+    assert table_row(out, "books/summarize")[1:6] == ["embed", "all-MiniLM-L6-v2", "10", "5", "0"]
     code, out, _ = run_cli(capsys, env, "cost", "--spent", "--dataset", "tiny")
-    assert code == 0 and table_row(out, "books/summarize")[-1] == "2"  # two runs recorded with the dataset
-    assert [r.cache_hits for r in dataset_spending(open_dataset(env, "tiny"))] == [5]
+    assert code == 0 and table_row(out, "books/summarize")[-1] == "3"  # three runs recorded with the dataset
+    assert [(r.calls, r.cache_hits) for r in dataset_spending(open_dataset(env, "tiny"))] == [(10, 5)]
 
 
 class FakeLLM(Provider):
@@ -182,6 +184,8 @@ def test_oracle_is_labelled_upper_bound(env, capsys):
     (("--dataset", "tiny", "--provider", "nope"), ["--provider", "unknown provider 'nope'", "embed"]),
     (("--dataset", "tiny", "--provider", "embed", "--model", "gpt-4o"), ["--model", "unknown model 'gpt-4o'"]),
     (("--dataset", "bare"), ["no item texts", "items.jsonl"]),
+    (("--dataset", "tiny", "--concurrency", "0"), ["--concurrency", "at least 1"]),
+    (("--dataset", "tiny", "--max-items", "0"), ["--max-items", "at least 1"]),
     (("--dataset", "tiny", "--prompts", "BROKEN"), ["score.toml", "key 'output.range'"]),
 ])
 def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, args, words):
