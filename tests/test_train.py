@@ -1,0 +1,550 @@
+"""``llmhd train`` / ``llmhd evaluate`` end to end on a small real dataset, and the training core.
+
+The dataset is MovieLens-100K as bundled with RecBole, cut to its first 150 users and prepared
+once per module with a 10-core (about 150 users, 420 items, 6k training pairs with 5%
+low-rating noise), so each run of a backbone takes seconds. CLI tests call
+`llmhd_cli.cli.main` (the console-script entry point) and catch its SystemExit, as the
+prepare tests do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from llmhd_cli.cli import main
+from llmhd_cli.config import read_toml
+from llmhd_cli.denoising import SampleBatch
+from llmhd_cli.evaluation import full_rank_metrics
+from llmhd_cli.objectives import LossSeam, per_sample_losses
+from llmhd_cli.training import NegativeSampler
+
+DATASET = "small"
+N_USERS = 150
+BATCH = 2048  # 3 batches per epoch on the small dataset: fast, and still more than one batch
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def run_cli(capsys: pytest.CaptureFixture, workspace: Path | None, *args: str) -> tuple[int, str, str]:
+    """Run ``llmhd [--workspace W] ARGS``; return (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = _main(workspace, *args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _main(workspace: Path | None, *args: str) -> int:
+    try:
+        main((["--workspace", str(workspace)] if workspace else []) + list(args))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def train_args(run_dir: Path, *flags: str) -> list[str]:
+    """A fast ``train`` on the small dataset into ``run_dir``; ``flags`` add to or override these."""
+    return ["train", "-d", DATASET, "--batch-size", str(BATCH), "--device", "cpu", "--run-dir", str(run_dir), *flags]
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def assert_user_error(code: int, out: str, err: str, *words: str) -> None:
+    """Exit code 2 and exactly one line on stderr naming ``words``; no traceback."""
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in out + err
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads the developer's ~/.config/llmhd/config.toml (default_dataset, [train] ...)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
+        mp.delenv("LLMHD_WORKSPACE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, isolated_user_config: None) -> Path:
+    """A workspace holding the prepared small dataset."""
+    import recbole
+
+    bundled = Path(recbole.__file__).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
+    frame = pd.read_csv(bundled, sep="\t")
+    users = np.sort(frame["user_id:token"].unique())[:N_USERS]
+    source = tmp_path_factory.mktemp("source")
+    frame[frame["user_id:token"].isin(users)].to_csv(source / f"{DATASET}.inter", sep="\t", index=False)
+    ws = tmp_path_factory.mktemp("ws")
+    code = _main(ws, "prepare", "--dataset", DATASET, "--source", str(source), "--kcore", "10")
+    assert code == 0
+    return ws
+
+
+@pytest.fixture(scope="module")
+def n_train(workspace: Path) -> int:
+    """Training interactions (injected noise included), as dataset.json counts them."""
+    info = json.loads((workspace / "datasets" / DATASET / "dataset.json").read_text())
+    return int(info["stats"]["train"])
+
+
+@pytest.fixture(scope="module")
+def base_run(workspace: Path) -> Path:
+    """LightGCN + BPR, 2 epochs: the run the evaluate and reproducibility tests read."""
+    run_dir = workspace / "runs" / "base"
+    assert _main(workspace, *train_args(run_dir, "--backbone", "lightgcn", "--objective", "bpr", "--epochs", "2")) == 0
+    return run_dir
+
+
+# ------------------------------------------------------------------- backbones x objectives
+
+
+@pytest.mark.parametrize("objective", ["bpr", "bce"])
+@pytest.mark.parametrize("backbone", ["ngcf", "lightgcn", "sgl", "ncl"])
+def test_backbone_objective_trains_and_evaluates(capsys: pytest.CaptureFixture, workspace: Path, n_train: int,
+                                                 tmp_path: Path, backbone: str, objective: str) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, workspace, *train_args(run_dir, "--backbone", backbone, "--objective", objective,
+                                                           "--epochs", "2"))
+    assert code == 0, err
+    assert f"run directory: {run_dir}" in out
+
+    config = read_toml(run_dir / "config.toml")
+    assert (config["backbone"], config["objective"], config["denoiser"], config["epochs"]) == (backbone, objective, "none", 2)
+    log = read_log(run_dir)
+    assert [r["epoch"] for r in log] == [0, 1]
+    for record in log:
+        # BPR: one (u, i+, i-) triple per training pair; BCE: each positive plus its negative.
+        assert record["samples"] == n_train * (1 if objective == "bpr" else 2)
+        assert record["dropped"] == 0
+        assert math.isfinite(record["loss"]) and record["loss"] > 0
+        assert set(record["valid"]) == set(METRICS)
+    metrics = read_metrics(run_dir)
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] in (0, 1)
+    assert all(0.0 <= metrics["test"][k] <= 1.0 for k in METRICS)
+    assert (run_dir / "model.pt").exists()
+
+    code, out, err = run_cli(capsys, workspace, "evaluate", str(run_dir), "--format", "json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert (row["backbone"], row["objective"], row["denoiser"]) == (backbone, objective, "none")
+    assert {k: row[k] for k in METRICS} == {k: metrics["test"][k] for k in METRICS}
+
+
+# ------------------------------------------------------------------------------ denoisers
+
+
+def tce_expected_drops(n_train: int, batch: int, epochs: int, drop_rate: Fraction, num_gradual: int,
+                       objective: str) -> list[int]:
+    """Per-epoch dropped samples of T-CE: ceil(rate(T) * n) per batch, rate(T) = r * min(T / G, 1)."""
+    sizes = [min(batch, n_train - start) for start in range(0, n_train, batch)]
+    per_epoch, step = [], 0
+    for _ in range(epochs):
+        total = 0
+        for size in sizes:
+            n = size * (1 if objective == "bpr" else 2)
+            rate = drop_rate * min(Fraction(step, num_gradual), Fraction(1))
+            total += min(math.ceil(rate * n), size)  # under BCE only the batch's positives can go
+            step += 1
+        per_epoch.append(total)
+    return per_epoch
+
+
+def test_tce_drops_the_scheduled_fraction_of_positives(capsys: pytest.CaptureFixture, workspace: Path, n_train: int,
+                                                       tmp_path: Path) -> None:
+    # drop_rate 1/4 and num_gradual 4: every rate is a binary fraction, so the float schedule is exact.
+    run_dir = tmp_path / "tce"
+    code, _, err = run_cli(capsys, workspace, *train_args(run_dir, "--objective", "bce", "--denoiser", "tce",
+                                                         "--drop-rate", "0.25", "--num-gradual", "4", "--epochs", "2"))
+    assert code == 0, err
+    log = read_log(run_dir)
+    expected = tce_expected_drops(n_train, BATCH, 2, Fraction(1, 4), 4, "bce")
+    assert [r["dropped"] for r in log] == expected
+    assert expected[0] > 0 and expected[1] > expected[0]  # the rate rises
+    assert log[1]["dropped"] / log[1]["samples"] == pytest.approx(0.25 * (3 / 4 + 1 + 1) / 3, abs=0.01)
+    for record in log:
+        # BCE: only positives are dropped, so every dropped sample is a training pair.
+        assert record["noise"]["dropped_positives"] == record["dropped"]
+        assert 0.0 <= record["noise"]["precision"] <= 1.0
+    config = read_toml(run_dir / "config.toml")
+    assert config["denoiser_params"] == {"drop_rate": 0.25, "num_gradual": 4}
+
+
+def test_rce_reweights_without_dropping(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path,
+                                        tmp_path: Path) -> None:
+    run_dir = tmp_path / "rce"
+    code, _, err = run_cli(capsys, workspace, *train_args(run_dir, "--objective", "bpr", "--denoiser", "rce",
+                                                         "--beta", "0.5", "--epochs", "1"))
+    assert code == 0, err
+    (record,) = read_log(run_dir)
+    assert record["dropped"] == 0 and record["noise"]["dropped_positives"] == 0
+    # Same seed, data and batches as the plain base run: only the weights differ, so the
+    # first epoch's loss differs once the first reweighted step has been taken.
+    assert record["loss"] != read_log(base_run)[0]["loss"]
+    assert read_toml(run_dir / "config.toml")["denoiser_params"] == {"beta": 0.5}
+
+
+# --------------------------------------------------------------------- reproducibility
+
+
+def test_same_command_and_seed_give_identical_metrics(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path,
+                                                      tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    code, _, err = run_cli(capsys, workspace, *train_args(again, "--backbone", "lightgcn", "--objective", "bpr", "--epochs", "2"))
+    assert code == 0, err
+    first, second = read_metrics(base_run), read_metrics(again)
+    assert (second["valid"], second["test"], second["best_epoch"]) == (first["valid"], first["test"], first["best_epoch"])
+    assert [r["loss"] for r in read_log(again)] == [r["loss"] for r in read_log(base_run)]
+
+
+def test_another_seed_gives_other_metrics(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path,
+                                          tmp_path: Path) -> None:
+    other = tmp_path / "seed7"
+    code, _, err = run_cli(capsys, workspace, *train_args(other, "--backbone", "lightgcn", "--objective", "bpr",
+                                                         "--epochs", "1", "--seed", "7"))
+    assert code == 0, err
+    assert read_log(other)[0]["loss"] != read_log(base_run)[0]["loss"]
+
+
+def test_evaluate_recompute_equals_stored_metrics(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path) -> None:
+    code, out, err = run_cli(capsys, workspace, "evaluate", str(base_run), "--recompute", "--device", "cpu", "--format", "json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    stored = read_metrics(base_run)["test"]
+    assert {k: row[k] for k in METRICS} == pytest.approx({k: stored[k] for k in METRICS}, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_formats(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path) -> None:
+    stored = read_metrics(base_run)
+    runs = [str(base_run), str(base_run)]  # two rows: one per run argument
+
+    code, out, err = run_cli(capsys, workspace, "evaluate", *runs, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 2
+    assert rows[0] == {"run": "base", "dataset": DATASET, "backbone": "lightgcn", "objective": "bpr", "denoiser": "none",
+                       "seed": 2024, "best_epoch": stored["best_epoch"], **stored["test"]}
+
+    code, out, err = run_cli(capsys, workspace, "evaluate", *runs, "--format", "csv")
+    assert code == 0, err
+    parsed = list(csv.DictReader(io.StringIO(out)))
+    assert list(parsed[0]) == list(rows[0]) and len(parsed) == 2
+    assert float(parsed[0]["ndcg@10"]) == stored["test"]["ndcg@10"]
+
+    code, out, err = run_cli(capsys, workspace, "evaluate", *runs, "--format", "markdown")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "| " + " | ".join(rows[0]) + " |"
+    assert lines[1] == "|" + "---|" * len(rows[0])
+    assert len(lines) == 4 and f"| {stored['test']['ndcg@10']:.4f} |" in lines[2]
+
+    code, out, err = run_cli(capsys, workspace, "evaluate", str(base_run))
+    assert code == 0, err
+    assert "test metrics" in out and f"{stored['test']['ndcg@10']:.4f}" in out and str(base_run.name) in out
+
+
+# ----------------------------------------------------------------------- config files
+
+
+def test_config_file_then_flags_and_resolved_config_reruns(capsys: pytest.CaptureFixture, workspace: Path,
+                                                           tmp_path: Path) -> None:
+    config_file = tmp_path / "train.toml"
+    config_file.write_text(
+        f'dataset = "{DATASET}"\nbackbone = "lightgcn"\nobjective = "bce"\nepochs = 1\nseed = 5\n'
+        f'batch_size = {BATCH}\ndevice = "cpu"\ndenoiser = "rce"\n'
+        "[backbone_params]\nembedding_size = 32\n"
+        "[denoiser_params]\nbeta = 0.3\n"
+    )
+    first = tmp_path / "first"
+    code, _, err = run_cli(capsys, workspace, "train", "--config", str(config_file), "--seed", "11", "--beta", "0.5",
+                           "--set", "n_layers=1", "--run-dir", str(first))
+    assert code == 0, err
+    resolved = read_toml(first / "config.toml")
+    assert resolved["objective"] == "bce" and resolved["epochs"] == 1  # from the file
+    assert resolved["seed"] == 11 and resolved["denoiser_params"] == {"beta": 0.5}  # flags win
+    assert resolved["backbone_params"] == {"embedding_size": 32, "n_layers": 1}  # --set adds to the file's table
+    assert resolved["learning_rate"] == 0.005  # neither: the default
+    assert read_log(first)[0]["samples"] > 0
+
+    rerun = tmp_path / "rerun"
+    code, _, err = run_cli(capsys, workspace, "train", "--config", str(first / "config.toml"), "--run-dir", str(rerun))
+    assert code == 0, err
+    assert read_toml(rerun / "config.toml") == resolved
+    assert read_metrics(rerun)["test"] == read_metrics(first)["test"]
+    assert read_metrics(rerun)["valid"] == read_metrics(first)["valid"]
+
+
+@pytest.mark.slow
+def test_design_card_example_prepares_ml100k_on_first_use(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``llmhd train --backbone ncl --objective bce`` with no dataset named and nothing prepared."""
+    monkeypatch.setenv("LLMHD_WORKSPACE", str(tmp_path / "ws"))
+    code, out, err = run_cli(capsys, None, "train", "--backbone", "ncl", "--objective", "bce", "--epochs", "1",
+                             "--device", "cpu")
+    assert code == 0, err
+    assert "dataset 'ml-100k' was not prepared; prepared it with default options" in out
+    assert (tmp_path / "ws" / "datasets" / "ml-100k" / "dataset.json").exists()
+    (run_dir,) = (tmp_path / "ws" / "runs").iterdir()
+    config = read_toml(run_dir / "config.toml")
+    assert (config["dataset"], config["backbone"], config["objective"]) == ("ml-100k", "ncl", "bce")
+    assert read_metrics(run_dir)["epochs_run"] == 1
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+def _config_with(text: str) -> Callable[[Path], list[str]]:
+    def make(tmp_path: Path) -> list[str]:
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        return ["--config", str(path)]
+    return make
+
+
+BAD_TRAIN = [
+    ("unknown-backbone", lambda p: ["--backbone", "nope"], ["--backbone", "unknown backbone 'nope'", "known: lightgcn, ncl, ngcf, sgl"]),
+    ("unknown-denoiser", lambda p: ["--denoiser", "nope"], ["--denoiser", "unknown denoiser 'nope'", "known: none, rce, tce"]),
+    ("other-denoisers-flag", lambda p: ["--denoiser", "rce", "--drop-rate", "0.1"], ["--drop-rate", "denoiser tce", "not of 'rce'"]),
+    ("flag-without-denoiser", lambda p: ["--beta", "0.1"], ["--beta", "denoiser rce", "not of 'none'"]),
+    ("set-without-equals", lambda p: ["--set", "n_layers"], ["--set: expected KEY=VALUE, got 'n_layers'"]),
+    ("set-without-key", lambda p: ["--set", "=3"], ["--set: expected KEY=VALUE, got '=3'"]),
+    ("config-missing", lambda p: ["--config", str(p / "absent.toml")], ["absent.toml", "not found"]),
+    ("config-invalid-toml", _config_with("epochs = = 3\n"), ["bad.toml", "invalid TOML"]),
+    ("config-unknown-key", _config_with("epoch = 3\n"), ["bad.toml", "unknown key 'epoch'", "epochs"]),
+    ("config-bad-option", _config_with('denoiser = "tce"\n[denoiser_params]\ndrop = 0.1\n'),
+     ["denoiser 'tce' has no option 'drop'", "drop_rate, num_gradual"]),
+    ("bad-valid-metric", lambda p: ["--valid-metric", "mrr@10"], ["--valid-metric", "recall@K or ndcg@K", "'mrr@10'"]),
+    ("epochs-zero", lambda p: ["--epochs", "0"], ["--epochs: must be at least 1, got 0"]),
+    ("num-gradual-zero", lambda p: ["--denoiser", "tce", "--num-gradual", "0"], ["--num-gradual: must be > 0, got 0"]),
+    ("drop-rate-out-of-range", lambda p: ["--denoiser", "tce", "--drop-rate", "1.5"], ["--drop-rate", "[0, 1)", "1.5"]),
+]
+
+
+@pytest.mark.parametrize("make_args,words", [(m, w) for _, m, w in BAD_TRAIN], ids=[c for c, _, _ in BAD_TRAIN])
+def test_train_bad_input(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path,
+                         make_args: Callable[[Path], list[str]], words: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, workspace, *train_args(run_dir, "--epochs", "1", *make_args(tmp_path)))
+    assert_user_error(code, out, err, *words)
+
+
+def test_train_unprepared_dataset_names_the_prepare_command(capsys: pytest.CaptureFixture, workspace: Path,
+                                                            tmp_path: Path) -> None:
+    code, out, err = run_cli(capsys, workspace, "train", "-d", "lastfm", "--run-dir", str(tmp_path / "run"))
+    assert_user_error(code, out, err, "dataset 'lastfm' is not prepared", "run: llmhd prepare --dataset lastfm --source DIR")
+    assert not (workspace / "datasets" / "lastfm").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_device_cuda_without_cuda(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path) -> None:
+    args = train_args(tmp_path / "run", "--epochs", "1")
+    args[args.index("--device") + 1] = "cuda"
+    code, out, err = run_cli(capsys, workspace, *args)
+    assert_user_error(code, out, err, "--device cuda", "no CUDA device")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_click_level_errors_exit_2(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(capsys, workspace, *train_args(tmp_path / "run", "--objective", "mse"))
+    assert code == 2 and "'mse' is not one of 'bpr', 'bce'" in err
+    code, out, err = run_cli(capsys, workspace, *train_args(tmp_path / "run", "--epochs", "two"))
+    assert code == 2 and "'two' is not a valid integer" in err
+
+
+def test_evaluate_not_a_run_folder(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(capsys, workspace, "evaluate", str(tmp_path))
+    assert_user_error(code, out, err, str(tmp_path), "not a run directory", "llmhd train")
+
+
+def test_evaluate_unfinished_run(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path, tmp_path: Path) -> None:
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(base_run / "config.toml", unfinished / "config.toml")
+    shutil.copy(base_run / "log.jsonl", unfinished / "log.jsonl")
+    code, out, err = run_cli(capsys, workspace, "evaluate", str(base_run), str(unfinished))
+    assert_user_error(code, out, err, str(unfinished), "did not finish", "metrics.json")
+
+
+# ------------------------------------------------------------------------ core: units
+
+
+def test_negative_sampler_never_returns_a_training_positive() -> None:
+    # Dense case: user 1 has every item but 5, user 2 every item but 1 and 2, so nearly every
+    # first draw clashes and must be redrawn.
+    users = np.array([1, 1, 1, 1, 2, 2, 2], dtype=np.int64)
+    items = np.array([1, 2, 3, 4, 3, 4, 5], dtype=np.int64)
+    data = SimpleNamespace(n_items=6, train_users=users, train_items=items)
+    sampler = NegativeSampler(data, np.random.default_rng(0))
+    query = np.repeat(np.array([1, 2, 3]), 2000)  # user 3 has no positives
+    neg = sampler.sample(query)
+    assert set(neg[query == 1]) == {5}
+    assert set(neg[query == 2]) == {1, 2}
+    assert set(neg[query == 3]) == {1, 2, 3, 4, 5}  # uniform over real items; never the padding id 0
+
+
+def test_negative_sampler_on_the_prepared_dataset(workspace: Path) -> None:
+    from llmhd_cli import plugins
+    from llmhd_cli.datasets import open_dataset
+    from llmhd_cli.recbole_data import load_recbole_data
+
+    backbone = plugins.registry("backbone").get("lightgcn", "--backbone")
+    data = load_recbole_data(open_dataset(workspace, DATASET), backbone, {}, 2024, torch.device("cpu"))
+    sampler = NegativeSampler(data, np.random.default_rng(1))
+    positives = set(zip(data.train_users.tolist(), data.train_items.tolist()))
+    for _ in range(5):
+        neg = sampler.sample(data.train_users)
+        assert not positives & set(zip(data.train_users.tolist(), neg.tolist()))
+        assert neg.min() >= 1 and neg.max() < data.n_items
+
+
+def _batch(losses: list[float], labels: list[float], scores: list[float] | None = None, step: int = 0) -> SampleBatch:
+    n = len(losses)
+    return SampleBatch(
+        objective="bce", losses=torch.tensor(losses), scores=torch.tensor(scores or [0.0] * n),
+        labels=torch.tensor(labels), users=torch.zeros(n, dtype=torch.long), items=torch.arange(n),
+        neg_items=None, pair_index=torch.arange(n), step=step, epoch=0,
+    )
+
+
+def test_tce_schedule_and_choice() -> None:
+    from llmhd_plugins.denoisers import TruncatedLoss
+
+    tce = TruncatedLoss(drop_rate=0.2, num_gradual=10)
+    assert [tce.rate(t) for t in (0, 5, 10, 20)] == pytest.approx([0.0, 0.1, 0.2, 0.2])
+    losses = [0.1, 5.0, 0.3, 4.0, 0.2, 3.0, 0.5, 0.4, 0.6, 0.7]
+    assert not tce.decide(_batch(losses, [1.0] * 10, step=0)).dropped.any()
+    # step 5: rate 0.1 of 10 samples -> the single largest loss goes
+    decision = tce.decide(_batch(losses, [1.0] * 10, step=5))
+    assert decision.dropped.nonzero().flatten().tolist() == [1]
+    assert decision.weights.tolist() == [1.0, 0.0] + [1.0] * 8
+    # past num_gradual: rate 0.2 -> two largest
+    assert tce.decide(_batch(losses, [1.0] * 10, step=50)).dropped.nonzero().flatten().tolist() == [1, 3]
+    # BCE: negatives are never dropped, however large their loss
+    labels = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert tce.decide(_batch(losses, labels, step=50)).dropped.nonzero().flatten().tolist() == [8, 9]
+
+
+def test_rce_weights() -> None:
+    from llmhd_plugins.denoisers import ReweightedLoss
+
+    scores = [2.0, -1.0, 0.5, 3.0]
+    labels = [1.0, 1.0, 0.0, 0.0]
+    decision = ReweightedLoss(beta=0.5).decide(_batch([1.0] * 4, labels, scores))
+    p = torch.sigmoid(torch.tensor(scores))
+    expected = [p[0] ** 0.5, p[1] ** 0.5, (1 - p[2]) ** 0.5, (1 - p[3]) ** 0.5]
+    assert decision.weights.tolist() == pytest.approx([float(e) for e in expected])
+    assert not decision.dropped.any()
+    # beta 0 is the plain objective
+    assert ReweightedLoss(beta=0.0).decide(_batch([1.0] * 4, labels, scores)).weights.tolist() == [1.0] * 4
+
+
+def test_per_sample_losses_match_torch() -> None:
+    from recbole.model.loss import BPRLoss
+
+    gen = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(64, generator=gen) * 3, torch.randn(64, generator=gen) * 3
+    losses, margin, labels = per_sample_losses("bpr", pos, neg)
+    # Equal up to float32 rounding (different but equivalent formulas).
+    assert torch.allclose(losses, -F.logsigmoid(pos - neg), atol=1e-6)
+    assert torch.equal(margin, pos - neg) and torch.equal(labels, torch.ones(64))
+    assert float(losses.mean()) == pytest.approx(float(BPRLoss()(pos, neg)), abs=1e-6)  # RecBole's own
+
+    losses, logits, labels = per_sample_losses("bce", pos, neg)
+    target = torch.cat([torch.ones(64), torch.zeros(64)])
+    assert torch.equal(labels, target) and torch.equal(logits, torch.cat([pos, neg]))
+    assert torch.allclose(losses, F.binary_cross_entropy_with_logits(logits, target, reduction="none"), atol=1e-6)
+    with pytest.raises(ValueError):
+        per_sample_losses("mse", pos, neg)
+
+
+def test_loss_seam_averages_weighted_losses_over_kept_samples() -> None:
+    from llmhd_plugins.denoisers import TruncatedLoss
+
+    seam = LossSeam("bpr", TruncatedLoss(drop_rate=0.5, num_gradual=1))
+    n = 4
+    seam.set_batch(torch.zeros(n, dtype=torch.long), torch.arange(n), torch.arange(n), torch.arange(n), step=1, epoch=0)
+    pos = torch.tensor([3.0, -2.0, 1.0, -4.0], requires_grad=True)
+    loss = seam(pos, torch.zeros(n))
+    per = -F.logsigmoid(pos.detach())
+    assert float(loss.detach()) == pytest.approx(float((per[0] + per[2]) / 2))  # the two largest losses dropped
+    assert (seam.stats.samples, seam.stats.dropped) == (4, 2)
+    assert sorted(seam.stats.dropped_pairs[0].tolist()) == [1, 3]
+    loss.backward()
+    assert pos.grad[1] == 0 and pos.grad[3] == 0 and pos.grad[0] != 0
+
+
+class FixedScores(torch.nn.Module):
+    """A recommender with a fixed user x item score matrix (the interface full ranking uses)."""
+
+    USER_ID = "user_id"
+
+    def __init__(self, scores: list[list[float]]) -> None:
+        super().__init__()
+        self.scores = torch.nn.Parameter(torch.tensor(scores, dtype=torch.float32), requires_grad=False)
+
+    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
+        return self.scores[interaction[self.USER_ID]].flatten()
+
+
+def _csr(rows: dict[int, list[int]], shape: tuple[int, int]) -> sp.csr_matrix:
+    pairs = [(u, i) for u, items in rows.items() for i in items]
+    return sp.csr_matrix((np.ones(len(pairs)), ([u for u, _ in pairs], [i for _, i in pairs])), shape=shape)
+
+
+def test_full_rank_metrics_hand_computed() -> None:
+    shape = (4, 6)  # users 1..3 and items 1..5; id 0 is RecBole's padding
+    model = FixedScores([
+        [0, 0, 0, 0, 0, 0],
+        [9, 10, 5, 4, 3, 1],  # user 1: padding and the masked item 1 score highest
+        [0, 5, 4, 3, 2, 1],   # user 2
+        [0, 1, 1, 1, 1, 1],   # user 3: nothing in the test split, so skipped
+    ])
+    truth = _csr({1: [2, 4], 2: [5]}, shape)
+    train = _csr({1: [1], 2: [1]}, shape)
+    # user 1 ranks 2, 3, 4, 5 (1 masked): hits at ranks 1 and 3 of 2 relevant
+    # user 2 ranks 2, 3, 4, 5 (1 masked): its item 5 is 4th
+    got = full_rank_metrics(model, truth, [train], ks=(1, 3))
+    ndcg3_u1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert got == pytest.approx({
+        "recall@1": (1 / 2 + 0) / 2,
+        "ndcg@1": (1 + 0) / 2,
+        "recall@3": (1 + 0) / 2,
+        "ndcg@3": (ndcg3_u1 + 0) / 2,
+    })
+    # a second mask (valid, for test scoring) removes item 2 from user 2's ranking: 5 moves to rank 3
+    valid = _csr({2: [2]}, shape)
+    got = full_rank_metrics(model, truth, [train, valid], ks=(3,))
+    assert got["recall@3"] == pytest.approx((1 + 1) / 2)
+    assert got["ndcg@3"] == pytest.approx((ndcg3_u1 + 1 / math.log2(4)) / 2)
