@@ -30,6 +30,9 @@ class Backbone:
       ``train_loss(model, interaction, seam, epoch, config) -> scalar``.
     - ``on_epoch_start(model, epoch, config)``: per-epoch work RecBole's trainer would do (NCL's E-step).
     - ``adjust_config(params, n_users, n_items)``: fix values that depend on the data.
+    - ``final_embeddings(model) -> (user_table, item_table)``: the embeddings whose dot
+      product is the model's score (the LLMHD score history snapshots them); by default the
+      first two outputs of ``model.forward()``, as NGCF, LightGCN and NCL return them.
     """
 
     name: str
@@ -40,6 +43,26 @@ class Backbone:
     train_loss: TrainLoss | None = None
     on_epoch_start: Callable[[torch.nn.Module, int, Any], None] | None = None
     adjust_config: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None
+    final_embeddings: Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @torch.no_grad()
+    def embeddings(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user and item embedding tables in eval mode (the model's mode is restored)."""
+        was_training = model.training
+        # nn.Module.train(False) is eval(); SGL's train() override rebuilds graphs only when mode is True.
+        model.train(False)
+        try:
+            if self.final_embeddings is not None:
+                users, items = self.final_embeddings(model)
+            else:
+                out = model.forward()
+                users, items = out[0], out[1]
+        finally:
+            if was_training:
+                model.training = True
+                for module in model.children():
+                    module.train(True)
+        return users.detach(), items.detach()
 
     def load_class(self) -> type:
         module, _, cls = self.model_class.rpartition(".")

@@ -107,4 +107,8 @@ class TrainContext:
     device: torch.device
     run_dir: Any = None
     dataset: Any = None  # the PreparedDataset
+    backbone: Any = None  # the Backbone (final_embeddings for score histories)
+    data: Any = None  # RecBoleData: id tokens, training pairs, injected-noise flags
+    workspace: Any = None
+    seed: int = 0
     extras: dict[str, Any] = field(default_factory=dict)

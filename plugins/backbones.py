@@ -72,6 +72,7 @@ BACKBONES = [
         description="SGL (Wu et al. 2021), RecBole's implementation",
         loss_attr=None,
         train_loss=_sgl_loss,
+        final_embeddings=lambda model: model.forward(model.train_graph),
     ),
     Backbone(
         name="ncl",

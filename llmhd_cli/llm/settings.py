@@ -30,7 +30,7 @@ from typing import Any
 from llmhd_cli.config import user_config, user_config_path
 from llmhd_cli.errors import LLMHDError
 
-DEFAULT_PROVIDER = "openai"
+DEFAULT_PROVIDER = "embed"  # offline, no key: works out of the box
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_TIMEOUT = 60.0

@@ -1,0 +1,178 @@
+"""The LLM side of LLMHD during training: score pairs (T_score), rewrite profiles (T_fp, T_fn).
+
+Pairs are identified by RecBole's internal ids and mapped to the dataset's tokens and texts
+here. Every (user, profile version, item) is scored at most once per run (an in-memory memo);
+the client's disk cache makes the same prompt free in later runs. In ``dry`` mode nothing is
+sent: the unique requests are only collected, which is what the pre-run cost estimate counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmhd_cli.llm.base import LLMRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JudgeStats:
+    """Counters of the judge's LLM use (deltas per epoch are taken by the denoiser)."""
+
+    score_requests: int = 0  # pairs that needed a score (memo misses)
+    memo_hits: int = 0  # pairs answered from this run's memo
+    calls: int = 0  # paid provider calls
+    cache_hits: int = 0
+    failures: int = 0
+    unscorable: int = 0  # pairs without a user profile or item text
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    profile_updates: int = 0
+
+    def minus(self, other: "JudgeStats") -> "JudgeStats":
+        return JudgeStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def copy(self) -> "JudgeStats":
+        return JudgeStats(**asdict(self))
+
+
+class LLMJudge:
+    """Scores (user, item) pairs 1..10 and keeps each user's current preference profile."""
+
+    def __init__(self, client: Any, template_set: Any, user_tokens: np.ndarray, item_tokens: np.ndarray,
+                 user_profiles: dict[str, str], item_texts: dict[str, str], dataset_dir: Path,
+                 run_dir: Path | None = None, structured: bool = False, dry: bool = False) -> None:
+        self.client = client
+        self.tset = template_set
+        self.user_tokens = user_tokens
+        self.item_tokens = item_tokens
+        self._initial = user_profiles
+        self.item_texts = item_texts
+        self.dataset_dir = str(dataset_dir)
+        self.run_dir = run_dir
+        self.structured = structured
+        self.dry = dry
+        self.versions = np.zeros(len(user_tokens), dtype=np.int64)
+        self.profiles: dict[int, str] = {}  # users whose profile was rewritten in this run
+        self.memo: dict[tuple[int, int, int], float] = {}
+        self.stats = JudgeStats()
+        self.dry_requests: dict[str, LLMRequest] = {}  # dry mode: unique prompts by cache identity
+
+    # ------------------------------------------------------------------ profiles
+
+    def profile(self, user: int) -> str | None:
+        if user in self.profiles:
+            return self.profiles[user]
+        return self._initial.get(str(self.user_tokens[user]))
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the client's budget stopped it: LLM scoring is off for the rest of the run."""
+        return bool(getattr(self.client, "stats", None) and self.client.stats.budget_exhausted)
+
+    # ------------------------------------------------------------------ scoring
+
+    def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of the pairs (NaN where no score could be had: failure, budget, missing text)."""
+        out = np.full(len(users), np.nan)
+        todo: dict[tuple[int, int, int], list[int]] = {}
+        for n, (u, i) in enumerate(zip(users.tolist(), items.tolist())):
+            key = (u, int(self.versions[u]), i)
+            if key in self.memo:
+                out[n] = self.memo[key]
+                self.stats.memo_hits += 1
+            else:
+                todo.setdefault(key, []).append(n)
+        if not todo:
+            return out
+        keys, requests = [], []
+        template = self.tset.get("score")
+        for key in todo:
+            u, _, i = key
+            profile, text = self.profile(u), self.item_texts.get(str(self.item_tokens[i]))
+            if not profile or not text:
+                self.stats.unscorable += 1
+                self.memo[key] = math.nan
+                continue
+            keys.append(key)
+            requests.append(template.render({
+                "user_profile": profile, "item_profile": text, "user_id": str(self.user_tokens[u]),
+                "item_id": str(self.item_tokens[i]), "dataset_dir": self.dataset_dir,
+            }, structured=self.structured))
+        self.stats.score_requests += len(requests)
+        for key, value in zip(keys, self._send(requests)):
+            self.memo[key] = math.nan if value is None else float(value)
+        for key, positions in todo.items():
+            out[positions] = self.memo[key]
+        return out
+
+    def _send(self, requests: list[LLMRequest]) -> list[Any]:
+        """Parsed values in order (None for failures); in dry mode only record the requests."""
+        if not requests:
+            return []
+        if self.dry:
+            for r in requests:
+                self.dry_requests.setdefault(_identity(r), r)
+            return [None] * len(requests)
+        results = self.client.run(requests)
+        for r in results:
+            self.stats.cache_hits += int(r.cached)
+            self.stats.calls += int(r.ok and not r.cached)
+            self.stats.failures += int(not r.ok)
+            self.stats.input_tokens += r.input_tokens if not r.cached else 0
+            self.stats.output_tokens += r.output_tokens if not r.cached else 0
+            self.stats.cost += r.cost
+        return [r.value if r.ok else None for r in results]
+
+    # ------------------------------------------------------------------ preference updates
+
+    def update_profiles(self, task: str, user_items: dict[int, list[int]], epoch: int) -> int:
+        """Rewrite each user's profile from confident FP (``update_fp``) or FN (``update_fn``) items.
+
+        Returns how many profiles changed. A failed call leaves that user's profile as it was.
+        """
+        template = self.tset.get(task)
+        users, requests = [], []
+        for u, items in sorted(user_items.items()):
+            profile = self.profile(u)
+            texts = [self.item_texts[t] for t in (str(self.item_tokens[i]) for i in items) if t in self.item_texts]
+            if not profile or not texts:
+                continue
+            users.append(u)
+            requests.append(template.render({
+                "user_profile": profile, "item_profiles": texts, "n_items": len(texts),
+                "user_id": str(self.user_tokens[u]), "dataset_dir": self.dataset_dir,
+            }, structured=self.structured))
+        changed = 0
+        for u, value in zip(users, self._send(requests)):
+            if not value:
+                continue
+            if self.versions[u] == 0:
+                self._record(u, 0, epoch, "initial", [], self.profile(u))
+            self.versions[u] += 1
+            self.profiles[u] = str(value)
+            self._record(u, int(self.versions[u]), epoch, task, user_items[u], self.profiles[u])
+            changed += 1
+        self.stats.profile_updates += changed
+        return changed
+
+    def _record(self, user: int, version: int, epoch: int, kind: str, items: list[int], profile: str | None) -> None:
+        # Every version of every rewritten profile is kept with the run.
+        if self.run_dir is None:
+            return
+        row = {"user": str(self.user_tokens[user]), "version": version, "epoch": epoch, "kind": kind,
+               "items": [str(self.item_tokens[i]) for i in items], "profile": profile}
+        with (Path(self.run_dir) / "profiles.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _identity(request: LLMRequest) -> str:
+    return json.dumps([request.template, request.template_hash, request.system, request.prompt], ensure_ascii=False)

@@ -1,0 +1,380 @@
+"""The ``llmhd`` denoiser: LLM-enhanced hard-sample denoising (the paper's method).
+
+Per mini-batch (see ../shared/METHOD.md for the equations and the named ambiguities):
+
+1. LD (Eq. 5-7): B_N = the largest-loss eps_l(T) fraction of the batch (noise candidates).
+2. VS (Eq. 8-10): B_HC = samples of B_N whose positive item is in the top eps_v fraction of
+   B_N's positives by score variance over the last m epochs, union those whose negative is in
+   the top eps_v fraction of B_N's negatives (BCE: each sample ranked in its label's group).
+   ``--pruning random`` draws as many samples uniformly from B_N instead (ablation RS).
+3. LMS (Eq. 11-16): the LLM scores B_HC's pairs 1..10 (T_score); the hard-sample rule decides
+   B_H, which is kept; the rest of B_N is dropped.
+4. PU (Eq. 17-22), once per epoch: low-variance positives are flagged false positives,
+   high-variance sampled negatives false negatives; a pair flagged eps_gamma times rewrites its
+   user's profile (T_fp / T_fn), and later scores use the new profile.
+5. Loss (Eq. 23-24): mean over (B \\ B_N) + B_H.
+
+The LLM is consulted once the score history holds two epochs (a variance needs two points).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
+from llmhd_cli.errors import LLMHDError
+from llmhd_cli.hookspecs import hookimpl
+from llmhd_cli.llm_judge import JudgeStats, LLMJudge
+from llmhd_cli.score_history import ScoreHistory
+
+log = logging.getLogger(__name__)
+
+# Table 2's ablation rows: which modules run.
+VARIANTS = {
+    "ld": dict(lms=False, pruning=None, pu=False),
+    "ld-rs-lms": dict(lms=True, pruning="random", pu=False),
+    "ld-vs-lms": dict(lms=True, pruning="variance", pu=False),
+    "full": dict(lms=True, pruning="variance", pu=True),
+}
+HARD_RULES = ("paper", "literal", "agreement")
+
+
+# ---------------------------------------------------------------------- schedules (Eq. 7, 13, 14, 16)
+
+
+def ld_rate(step: int, alpha: float, eps_max: float, schedule: str = "paper") -> float:
+    """eps_l(T). paper: min(T / alpha, eps_max); tce: eps_max * min(T / alpha, 1) (METHOD.md A1)."""
+    if schedule == "paper":
+        return min(step / alpha, eps_max)
+    return eps_max * min(step / alpha, 1.0)
+
+
+def falling(step: int, alpha: float, start: float, floor: float) -> float:
+    """max(start - T / alpha, floor): eps_pos (8 -> 6) and eps_pair (7 -> 3)."""
+    return max(start - step / alpha, floor)
+
+
+def rising(step: int, alpha: float, start: float, ceiling: float) -> float:
+    """min(start + T / alpha, ceiling): eps_neg (2 -> 4)."""
+    return min(start + step / alpha, ceiling)
+
+
+def hard_pointwise(scores: np.ndarray, labels: np.ndarray, eps_pos: float, eps_neg: float, rule: str) -> np.ndarray:
+    """Eq. 12: the paper's rule keeps positives the LLM doubts and negatives it likes (ambiguous = hard).
+
+    ``agreement`` keeps the samples whose label the LLM confirms instead (METHOD.md A3); for
+    pointwise samples ``literal`` is the paper's rule. NaN scores are never hard.
+    """
+    known = ~np.isnan(scores)
+    s = np.nan_to_num(scores)
+    if rule == "agreement":
+        hard = np.where(labels > 0, s >= eps_pos, s <= eps_neg)
+    else:
+        hard = np.where(labels > 0, s < eps_pos, s > eps_neg)
+    return hard & known
+
+
+def hard_pairwise(pos_scores: np.ndarray, neg_scores: np.ndarray, eps_pair: float, rule: str) -> np.ndarray:
+    """Eq. 15. paper (the text): hard when s+ - s- < eps_pair; literal (the printed formula):
+    s+ - s- > eps_pair; agreement: s+ - s- >= eps_pair (METHOD.md A2, A3)."""
+    known = ~(np.isnan(pos_scores) | np.isnan(neg_scores))
+    gap = np.nan_to_num(pos_scores) - np.nan_to_num(neg_scores)
+    if rule == "paper":
+        hard = gap < eps_pair
+    elif rule == "literal":
+        hard = gap > eps_pair
+    else:
+        hard = gap >= eps_pair
+    return hard & known
+
+
+def top_fraction(values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Indices of the ceil(fraction * n) largest values."""
+    k = math.ceil(fraction * len(values))
+    if k <= 0 or len(values) == 0:
+        return torch.zeros(0, dtype=torch.long, device=values.device)
+    return torch.topk(values, min(k, len(values))).indices
+
+
+class LLMHDDenoiser(Denoiser):
+    """LD -> VS -> LMS per batch, PU per epoch. ``judge`` may be None (variant ``ld``)."""
+
+    def __init__(self, options: dict[str, Any], context: TrainContext, judge: LLMJudge | None) -> None:
+        self.o = options
+        self.variant = dict(VARIANTS[options["variant"]])
+        if options["pruning"] and self.variant["lms"]:
+            self.variant["pruning"] = options["pruning"]
+        self.context = context
+        self.judge = judge
+        self.history = ScoreHistory(options["history"])
+        self.rng = torch.Generator().manual_seed(context.seed)
+        self.step = 0
+        self.llm_off_logged = False
+        data = context.data
+        self.is_noise = torch.as_tensor(data.is_noise) if data is not None else None
+        self.n_items = context.n_items
+        # PU state: flag counts of training positives (by row) and of sampled negatives (by pair key).
+        self.fp_counts = np.zeros(context.n_train, dtype=np.int32)
+        self.fp_done = np.zeros(context.n_train, dtype=bool)
+        self.fn_counts: dict[int, int] = {}
+        self.fn_done: set[int] = set()
+        self._epoch_negatives: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._counts: dict[str, float] = {}
+        self._judge_before = JudgeStats()
+
+    # ------------------------------------------------------------------ per batch
+
+    def start_epoch(self, epoch: int) -> None:
+        self._counts = dict(samples=0, candidates=0, hard_candidates=0, hard=0, noise_candidates=0,
+                            noise_hard_candidates=0, noise_kept_hard=0, scored_pairs=0)
+        self._epoch_negatives = []
+        if self.judge is not None:
+            self._judge_before = self.judge.stats.copy()
+
+    def _llm_on(self) -> bool:
+        if self.judge is None or not self.variant["lms"]:
+            return False
+        if self.judge.exhausted:
+            if not self.llm_off_logged:
+                log.warning("llmhd: the LLM budget (--max-cost) is reached at iteration %d; "
+                            "training goes on with LLM scoring off (loss-based denoising only)", self.step)
+                self.llm_off_logged = True
+            return False
+        return True
+
+    def decide(self, batch: SampleBatch) -> Decision:
+        self.step = batch.step
+        n = batch.losses.shape[0]
+        device = batch.losses.device
+        c = self._counts
+        c["samples"] += n
+        if self.variant["pu"]:
+            self._remember_negatives(batch)
+        k = math.ceil(ld_rate(batch.step, self.o["alpha"], self.o["eps_l_max"], self.o["ld_schedule"]) * n)
+        dropped = torch.zeros(n, dtype=torch.bool, device=device)
+        if k == 0:
+            return Decision(torch.ones(n, device=device), dropped)
+        candidates = torch.topk(batch.losses.detach(), min(k, n)).indices
+        dropped[candidates] = True
+        c["candidates"] += len(candidates)
+        noise = self._noise_mask(batch)
+        c["noise_candidates"] += int(noise[candidates].sum())
+        if self._llm_on() and self.history.ready and self.o["eps_v"] > 0:
+            hard_candidates = self._prune(batch, candidates)
+            hard = hard_candidates[self._judge_batch(batch, hard_candidates)]
+            dropped[hard] = False
+            c["hard_candidates"] += len(hard_candidates)
+            c["hard"] += len(hard)
+            c["noise_hard_candidates"] += int(noise[hard_candidates].sum())
+            c["noise_kept_hard"] += int(noise[hard].sum())
+        return Decision((~dropped).float(), dropped)
+
+    def _noise_mask(self, batch: SampleBatch) -> torch.Tensor:
+        """Per sample: is its positive pair injected noise (BCE negatives never are)."""
+        index = batch.pair_index
+        noise = torch.zeros(len(index), dtype=torch.bool, device=index.device)
+        if self.is_noise is not None and len(self.is_noise):
+            valid = index >= 0
+            noise[valid] = self.is_noise.to(index.device)[index[valid]]
+        return noise
+
+    def _prune(self, batch: SampleBatch, candidates: torch.Tensor) -> torch.Tensor:
+        """VS (or RS): the hard candidates B_HC within B_N."""
+        users = batch.users[candidates]
+        if batch.objective == "bpr":
+            groups = [(candidates, batch.items[candidates]), (candidates, batch.neg_items[candidates])]
+            groups = [(idx, self.history.variance(users, items)) for idx, items in groups]
+        else:
+            labels = batch.labels[candidates] > 0
+            variance = self.history.variance(users, batch.items[candidates])
+            groups = [(candidates[labels], variance[labels]), (candidates[~labels], variance[~labels])]
+        chosen = torch.unique(torch.cat([idx[top_fraction(v, self.o["eps_v"])] for idx, v in groups]))
+        if self.variant["pruning"] == "random":
+            # RS: as many samples as VS would pick, uniformly from B_N.
+            order = torch.randperm(len(candidates), generator=self.rng)[:len(chosen)].to(candidates.device)
+            chosen = candidates[order]
+        return chosen
+
+    def _judge_batch(self, batch: SampleBatch, chosen: torch.Tensor) -> torch.Tensor:
+        """LMS: which of the chosen samples are hard (a bool mask over ``chosen``)."""
+        if len(chosen) == 0:
+            return torch.zeros(0, dtype=torch.bool, device=chosen.device)
+        users = batch.users[chosen].cpu().numpy()
+        items = batch.items[chosen].cpu().numpy()
+        step, a = batch.step, self.o["alpha"]
+        if batch.objective == "bpr":
+            negs = batch.neg_items[chosen].cpu().numpy()
+            scores = self.judge.scores(np.concatenate([users, users]), np.concatenate([items, negs]))
+            pos, neg = scores[:len(users)], scores[len(users):]
+            eps_pair = falling(step, a, self.o["eps_pair_max"], self.o["eps_pair_min"])
+            hard = hard_pairwise(pos, neg, eps_pair, self.o["hard_rule"])
+            self._counts["scored_pairs"] += 2 * len(users)
+        else:
+            scores = self.judge.scores(users, items)
+            eps_pos = falling(step, a, self.o["eps_pos_max"], self.o["eps_pos_min"])
+            eps_neg = rising(step, a, self.o["eps_neg_min"], self.o["eps_neg_max"])
+            hard = hard_pointwise(scores, batch.labels[chosen].cpu().numpy(), eps_pos, eps_neg, self.o["hard_rule"])
+            self._counts["scored_pairs"] += len(users)
+        return torch.as_tensor(hard, device=chosen.device)
+
+    def _remember_negatives(self, batch: SampleBatch) -> None:
+        if batch.objective == "bpr":
+            self._epoch_negatives.append((batch.users, batch.neg_items))
+        else:
+            negative = batch.labels == 0
+            self._epoch_negatives.append((batch.users[negative], batch.items[negative]))
+
+    # ------------------------------------------------------------------ per epoch
+
+    def end_epoch(self, epoch: int, model: torch.nn.Module) -> dict[str, Any]:
+        users, items = self.context.backbone.embeddings(model)
+        self.history.add(users, items)
+        pu = self._update_preferences(epoch) if self.variant["pu"] and self._llm_on() and self.history.ready else {}
+        out: dict[str, Any] = dict(self._counts)
+        out["eps_l"] = ld_rate(self.step, self.o["alpha"], self.o["eps_l_max"], self.o["ld_schedule"])
+        out.update(pu)
+        if self.judge is not None:
+            out["llm"] = asdict(self.judge.stats.minus(self._judge_before))
+            out["llm_off"] = self.judge.exhausted
+        return out
+
+    def _update_preferences(self, epoch: int) -> dict[str, Any]:
+        """PU: flag FP positives / FN negatives by variance, rewrite profiles once a pair is confident."""
+        data = self.context.data
+        device = self.context.device
+        eps_l = ld_rate(self.step, self.o["alpha"], self.o["eps_l_max"], self.o["ld_schedule"])
+        gamma = self.o["eps_gamma"]
+        pos_users = torch.as_tensor(data.train_users, device=device)
+        pos_items = torch.as_tensor(data.train_items, device=device)
+        # Positives: the lowest eps_l fraction of variance is flagged false positive.
+        fp_rows = top_fraction(-self.history.variance(pos_users, pos_items), eps_l).cpu().numpy()
+        self.fp_counts[fp_rows] += 1
+        confident_fp = np.flatnonzero((self.fp_counts >= gamma) & ~self.fp_done)
+        self.fp_done[confident_fp] = True
+        # Sampled negatives: the highest eps_l fraction of variance is flagged false negative.
+        confident_fn: list[int] = []
+        if self._epoch_negatives:
+            neg_users = torch.cat([u for u, _ in self._epoch_negatives])
+            neg_items = torch.cat([i for _, i in self._epoch_negatives])
+            keys = (neg_users.long() * self.n_items + neg_items.long()).cpu().numpy()
+            keys, first = np.unique(keys, return_index=True)
+            variance = self.history.variance(neg_users[first], neg_items[first])
+            flagged = keys[top_fraction(variance, eps_l).cpu().numpy()]
+            for key in flagged.tolist():
+                count = self.fn_counts.get(key, 0) + 1
+                self.fn_counts[key] = count
+                if count >= gamma and key not in self.fn_done:
+                    self.fn_done.add(key)
+                    confident_fn.append(key)
+        fp_by_user: dict[int, list[int]] = {}
+        for row in confident_fp.tolist():
+            fp_by_user.setdefault(int(data.train_users[row]), []).append(int(data.train_items[row]))
+        fn_by_user: dict[int, list[int]] = {}
+        for key in confident_fn:
+            fn_by_user.setdefault(key // self.n_items, []).append(key % self.n_items)
+        updated_fp = self.judge.update_profiles("update_fp", fp_by_user, epoch) if fp_by_user else 0
+        updated_fn = self.judge.update_profiles("update_fn", fn_by_user, epoch) if fn_by_user else 0
+        return {"fp_flagged": len(fp_rows), "fn_flagged": len(flagged) if self._epoch_negatives else 0,
+                "fp_confident": len(confident_fp), "fn_confident": len(confident_fn),
+                "profiles_updated_fp": updated_fp, "profiles_updated_fn": updated_fn}
+
+
+# ---------------------------------------------------------------------- construction
+
+
+def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = False) -> LLMJudge:
+    """The LLM side for a run: settings (flags > env > config), client, templates, profiles."""
+    from llmhd_cli.llm.client import make_client
+    from llmhd_cli.llm.profiles import ProfileStore
+    from llmhd_cli.llm.prompts import prompts_dir_setting, template_set_for
+    from llmhd_cli.llm.settings import resolve_settings
+
+    settings = resolve_settings(provider=options["provider"], model=options["model"], base_url=options["base_url"],
+                                concurrency=options["concurrency"], max_cost=options["max_cost"], require_key=not dry)
+    dataset = context.dataset
+    store = ProfileStore(dataset)
+    profiles, origin = store.user_profiles(settings.provider, settings.model)
+    if not profiles:
+        profiles, origin = store.user_profiles()
+    if not profiles:
+        raise LLMHDError(
+            f"dataset '{dataset.name}' has no user profiles for LLM scoring; "
+            f"run: llmhd summarize --dataset {dataset.name} --provider {settings.provider}"
+        )
+    item_texts, _ = store.item_texts(settings.provider, settings.model)
+    if not item_texts:
+        raise LLMHDError(f"dataset '{dataset.name}' has no item texts ({dataset.path / 'items.jsonl'}); "
+                         "LLM scoring needs them: prepare it from a source with item texts or profiles")
+    log.info("llmhd: user profiles from %s", origin)
+    tset = template_set_for(dataset.info.domain, prompts_dir_setting(options["prompts"]))
+    client = None if dry else make_client(settings, context.workspace)
+    data = context.data
+    return LLMJudge(client, tset, data.user_tokens, data.item_tokens, profiles, item_texts, dataset.path,
+                    run_dir=context.run_dir, structured=options["structured"], dry=dry)
+
+
+def check_options(o: dict[str, Any]) -> None:
+    if o["alpha"] <= 0:
+        raise LLMHDError(f"--alpha: must be > 0, got {o['alpha']}")
+    for name in ("eps_l_max", "eps_v"):
+        if not 0 <= o[name] <= 1:
+            raise LLMHDError(f"--{name.replace('_', '-')}: must be in [0, 1], got {o[name]}")
+    if o["eps_gamma"] < 1:
+        raise LLMHDError(f"--eps-gamma: must be at least 1, got {o['eps_gamma']}")
+    if o["history"] < 2:
+        raise LLMHDError(f"--history: a variance needs at least 2 epochs, got {o['history']}")
+    for high, low in (("eps_pos_max", "eps_pos_min"), ("eps_neg_max", "eps_neg_min"), ("eps_pair_max", "eps_pair_min")):
+        if o[high] < o[low]:
+            raise LLMHDError(f"--{high.replace('_', '-')} ({o[high]}) is below --{low.replace('_', '-')} ({o[low]})")
+
+
+def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
+    check_options(options)
+    needs_llm = VARIANTS[options["variant"]]["lms"]
+    judge = build_judge(options, context) if needs_llm else None
+    return LLMHDDenoiser(options, context, judge)
+
+
+OPTIONS = [
+    Option("variant", str, "full", "llmhd: modules to run, Table 2's rows: ld, ld-rs-lms, ld-vs-lms, full (LD+VS+LMS+PU)",
+           choices=tuple(VARIANTS)),
+    Option("alpha", float, 10000.0, "llmhd: schedule speed: eps_l(T) = min(T/alpha, eps_l_max); thresholds move by 1 per alpha iterations"),
+    Option("eps_l_max", float, 0.05, "llmhd: maximum fraction of a batch taken as noise candidates (LD)"),
+    Option("ld_schedule", str, "paper", "llmhd: LD rate: paper = min(T/alpha, eps_l_max); tce = eps_l_max * min(T/alpha, 1)",
+           choices=("paper", "tce")),
+    Option("eps_v", float, 0.5, "llmhd: top fraction of candidates by score variance sent to the LLM (VS)"),
+    Option("pruning", str, None, "llmhd: variance (VS) or random (RS); default from --variant", choices=("variance", "random")),
+    Option("history", int, 5, "llmhd: epochs of score history for the variance (m)"),
+    Option("eps_gamma", int, 5, "llmhd: flags before a false positive/negative updates the user's profile (PU)"),
+    Option("hard_rule", str, "paper", "llmhd: hard-sample rule: paper, literal (Eq. 15 as printed), agreement",
+           choices=HARD_RULES),
+    Option("eps_pos_max", float, 8.0, "llmhd: pointwise positive threshold start (falls to --eps-pos-min)"),
+    Option("eps_pos_min", float, 6.0, "llmhd: pointwise positive threshold floor"),
+    Option("eps_neg_min", float, 2.0, "llmhd: pointwise negative threshold start (rises to --eps-neg-max)"),
+    Option("eps_neg_max", float, 4.0, "llmhd: pointwise negative threshold ceiling"),
+    Option("eps_pair_max", float, 7.0, "llmhd: pairwise threshold start (falls to --eps-pair-min)"),
+    Option("eps_pair_min", float, 3.0, "llmhd: pairwise threshold floor"),
+    Option("provider", str, None, "llmhd: LLM provider for scoring [default: LLMHD_PROVIDER or config [llm], else embed]"),
+    Option("model", str, None, "llmhd: LLM model [default: the provider's first]"),
+    Option("base_url", str, None, "llmhd: base URL of an OpenAI-compatible server"),
+    Option("concurrency", int, None, "llmhd: concurrent LLM calls"),
+    Option("max_cost", float, None, "llmhd: LLM budget in dollars; when reached, training goes on without LLM scoring"),
+    Option("structured", bool, False, "llmhd: ask for structured (JSON schema) scores where the provider supports it"),
+    Option("prompts", str, None, "llmhd: folder of prompt templates overriding the shipped ones"),
+]
+
+
+@hookimpl
+def register_denoisers(register):
+    register(DenoiserSpec(
+        "llmhd",
+        "LLMHD (the paper): loss-based candidates, variance pruning, LLM hard-sample scoring, preference updates",
+        _factory,
+        OPTIONS,
+    ))
