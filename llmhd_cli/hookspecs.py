@@ -28,7 +28,7 @@ def register_denoisers(register):
 
     Call ``register(spec)`` with an `llmhd_cli.denoising.DenoiserSpec`: a name, a factory
     building the denoiser from its options, and the options (each one becomes a
-    ``llmhd train`` flag and a ``[denoiser]`` config key).
+    ``llmhd train`` flag and a key of the ``[denoiser_params]`` table of a train config file).
     """
 
 
