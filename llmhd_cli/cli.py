@@ -348,25 +348,64 @@ def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", help="Output format.")
 @click.option("--recompute", is_flag=True, help="Rebuild each model from its checkpoint and rank again, instead of reading metrics.json.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Device for --recompute.")
+@click.option("--group", is_flag=True, help="One row per setting: mean and std over the runs that differ only in seed.")
+@click.option("--baseline", default=None, metavar="DENOISER",
+              help="With --group: Welch t-test p-values of Recall@10 and NDCG@10 against this denoiser's runs.")
 @pass_state
-def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompute: bool, device: str) -> None:
-    """Test-split Recall@5/10 and NDCG@5/10 of finished runs, one row per run."""
-    from llmhd_cli.evaluation import evaluation_rows, render_rows
+def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompute: bool, device: str,
+                     group: bool, baseline: str | None) -> None:
+    """Test-split Recall@5/10 and NDCG@5/10 of finished runs, one row per run (or per setting)."""
+    from llmhd_cli.evaluation import evaluation_rows, group_rows, render_rows
 
-    rows = evaluation_rows(list(run_dirs), state.workspace, recompute=recompute, device=device)
-    if fmt == "table":
-        short = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10", "best_epoch": "best"}
-        columns = [c for c in rows[0] if c != "run"]  # run folders are listed in the caption
-        table = Table(title="test metrics (full ranking; train and valid items masked)",
-                      caption="\n".join(f"{i + 1}: {row['run']}" for i, row in enumerate(rows)))
-        table.add_column("#", justify="right")
-        for column in columns:
-            table.add_column(short.get(column, column), justify="right" if column in short or column == "seed" else "left")
-        for i, row in enumerate(rows):
-            table.add_row(str(i + 1), *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
-        console.print(table)
-    else:
+    if baseline and not group:
+        raise LLMHDError("--baseline: only meaningful with --group")
+    configs: list[dict] = []
+    rows = evaluation_rows(list(run_dirs), state.workspace, recompute=recompute, device=device, configs=configs)
+    if group:
+        rows = group_rows(rows, configs, baseline)
+    if fmt != "table":
         click.echo(render_rows(rows, fmt), nl=False)
+        return
+    console.print(_group_table(rows, baseline) if group else _runs_table(rows))
+
+
+_SHORT = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
+_IDENTITY = ("dataset", "backbone", "objective", "denoiser")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.4f}"  # NaN: not defined (e.g. std of one run)
+    return str(value)
+
+
+def _runs_table(rows: list[dict]) -> Table:
+    table = Table(title="test metrics (full ranking; train and valid items masked)",
+                  caption="\n".join(f"{i + 1}: {row['run']}" for i, row in enumerate(rows)))
+    columns = [c for c in rows[0] if c != "run"]  # run folders are listed in the caption
+    table.add_column("#", justify="right")
+    for column in columns:
+        table.add_column(_SHORT.get(column, column), justify="left" if column in _IDENTITY else "right")
+    for i, row in enumerate(rows):
+        table.add_row(str(i + 1), *(_cell(row[c]) for c in columns))
+    return table
+
+
+def _group_table(rows: list[dict], baseline: str | None) -> Table:
+    table = Table(title="test metrics over seeds: mean ± std (full ranking; train and valid items masked)",
+                  caption=f"p: Welch t-test against the '{baseline}' runs of the same backbone and objective" if baseline else None)
+    for column in (*_IDENTITY, "runs"):
+        table.add_column(column, justify="left" if column in _IDENTITY else "right")
+    for metric in _SHORT.values():
+        table.add_column(metric, justify="right")
+    p_columns = [c for c in rows[0] if c.startswith("p ")]
+    for column in p_columns:
+        table.add_column(f"p {_SHORT[column.split()[1]]}", justify="right")
+    for row in rows:
+        stats = [f"{row[m + ' mean']:.4f}" + ("" if row[m + " std"] != row[m + " std"] else f" ± {row[m + ' std']:.4f}")
+                 for m in _SHORT]
+        table.add_row(*(str(row[c]) for c in (*_IDENTITY, "runs")), *stats, *(_cell(row[c]) for c in p_columns))
+    return table
 
 
 # --------------------------------------------------------------------------- summarize

@@ -62,8 +62,12 @@ def full_rank_metrics(
     return {key: value / n for key, value in sums.items()}
 
 
-def evaluation_rows(run_dirs: list, workspace, recompute: bool = False, device: str = "auto") -> list[dict]:
-    """One row per run: its identity and test metrics (stored, or recomputed from the checkpoint)."""
+def evaluation_rows(run_dirs: list, workspace, recompute: bool = False, device: str = "auto",
+                    configs: list | None = None) -> list[dict]:
+    """One row per run: its identity and test metrics (stored, or recomputed from the checkpoint).
+
+    ``configs``, when given, receives each run's config (for `group_rows`).
+    """
     from llmhd_cli import runs
 
     rows = []
@@ -79,8 +83,10 @@ def evaluation_rows(run_dirs: list, workspace, recompute: bool = False, device: 
         row = {"run": record.path.name, "dataset": cfg.get("dataset"), "backbone": cfg.get("backbone"),
                "objective": cfg.get("objective"), "denoiser": cfg.get("denoiser"), "seed": cfg.get("seed"),
                "best_epoch": record.metrics.get("best_epoch")}
-        row.update({k: float(test[k]) for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10") if k in test})
+        row.update({k: float(test[k]) for k in METRICS if k in test})
         rows.append(row)
+        if configs is not None:
+            configs.append(cfg)
     return rows
 
 
@@ -91,7 +97,9 @@ def render_rows(rows: list[dict], fmt: str) -> str:
     import json
 
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        # NaN (undefined std or p-value) is not JSON: write null.
+        clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows]
+        return json.dumps(clean, indent=2) + "\n"
     columns = list(rows[0])
     if fmt == "csv":
         out = io.StringIO()
@@ -106,3 +114,49 @@ def render_rows(rows: list[dict], fmt: str) -> str:
         lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
         return "\n".join(lines) + "\n"
     raise ValueError(fmt)
+
+
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+# What makes two runs the same setting (they may differ in seed, device and paths only).
+_IGNORED_FOR_GROUPING = ("seed", "device")
+
+
+def _setting(config: dict) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in config.items() if k not in _IGNORED_FOR_GROUPING}, sort_keys=True)
+
+
+def group_rows(rows: list[dict], configs: list[dict], baseline: str | None = None) -> list[dict]:
+    """Mean and standard deviation over seeds of each setting; Welch t-test p-values against
+    the ``baseline`` denoiser's runs of the same dataset, backbone and objective."""
+    from scipy import stats
+
+    groups: dict[str, list[dict]] = {}
+    for row, config in zip(rows, configs):
+        groups.setdefault(_setting(config), []).append(row)
+    out = []
+    for members in groups.values():
+        first = members[0]
+        summary = {k: first[k] for k in ("dataset", "backbone", "objective", "denoiser")}
+        summary["runs"] = len(members)
+        summary["seeds"] = ",".join(str(m["seed"]) for m in members)
+        for metric in METRICS:
+            values = np.array([m[metric] for m in members if metric in m], dtype=float)
+            summary[f"{metric} mean"] = float(values.mean()) if len(values) else float("nan")
+            summary[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        summary["_values"] = {metric: [m[metric] for m in members if metric in m] for metric in METRICS}
+        out.append(summary)
+    if baseline:
+        for summary in out:
+            base = [g for g in out if g["denoiser"] == baseline and all(g[k] == summary[k] for k in ("dataset", "backbone", "objective"))]
+            for metric in ("recall@10", "ndcg@10"):
+                p = float("nan")
+                if base and summary["denoiser"] != baseline:
+                    a, b = summary["_values"][metric], base[0]["_values"][metric]
+                    if len(a) > 1 and len(b) > 1:
+                        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+                summary[f"p {metric} vs {baseline}"] = p
+    for summary in out:
+        del summary["_values"]
+    return out
