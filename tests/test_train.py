@@ -202,11 +202,13 @@ def test_tce_drops_the_scheduled_fraction_of_positives(capsys: pytest.CaptureFix
 def test_rce_reweights_without_dropping(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path,
                                         tmp_path: Path) -> None:
     run_dir = tmp_path / "rce"
+    # recall@20 is outside the default Ks: early stopping ranks once more at that K
     code, _, err = run_cli(capsys, workspace, *train_args(run_dir, "--objective", "bpr", "--denoiser", "rce",
-                                                         "--beta", "0.5", "--epochs", "1"))
+                                                         "--beta", "0.5", "--epochs", "1", "--valid-metric", "recall@20"))
     assert code == 0, err
     (record,) = read_log(run_dir)
     assert record["dropped"] == 0 and record["noise"]["dropped_positives"] == 0
+    assert record["best"] and read_metrics(run_dir)["best_epoch"] == 0
     # Same seed, data and batches as the plain base run: only the weights differ, so the
     # first epoch's loss differs once the first reweighted step has been taken.
     assert record["loss"] != read_log(base_run)[0]["loss"]
@@ -226,7 +228,7 @@ def test_same_command_and_seed_give_identical_metrics(capsys: pytest.CaptureFixt
     assert [r["loss"] for r in read_log(again)] == [r["loss"] for r in read_log(base_run)]
 
 
-def test_another_seed_gives_other_metrics(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path,
+def test_another_seed_gives_another_run(capsys: pytest.CaptureFixture, workspace: Path, base_run: Path,
                                           tmp_path: Path) -> None:
     other = tmp_path / "seed7"
     code, _, err = run_cli(capsys, workspace, *train_args(other, "--backbone", "lightgcn", "--objective", "bpr",
@@ -304,6 +306,24 @@ def test_config_file_then_flags_and_resolved_config_reruns(capsys: pytest.Captur
     assert read_toml(rerun / "config.toml") == resolved
     assert read_metrics(rerun)["test"] == read_metrics(first)["test"]
     assert read_metrics(rerun)["valid"] == read_metrics(first)["valid"]
+
+
+def test_user_config_then_config_file_then_flags(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    user_config = tmp_path / "user.toml"
+    user_config.write_text(f'default_dataset = "{DATASET}"\n[train]\nepochs = 1\nseed = 3\nbatch_size = {BATCH}\n'
+                           'learning_rate = 0.01\n')
+    monkeypatch.setenv("LLMHD_CONFIG", str(user_config))
+    config_file = tmp_path / "train.toml"
+    config_file.write_text("seed = 5\nlearning_rate = 0.02\n")
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, workspace, "train", "--config", str(config_file), "--lr", "0.03", "--device", "cpu",
+                           "--run-dir", str(run_dir))
+    assert code == 0, err
+    resolved = read_toml(run_dir / "config.toml")
+    assert resolved["dataset"] == DATASET and resolved["epochs"] == 1 and resolved["batch_size"] == BATCH  # user config
+    assert resolved["seed"] == 5  # the --config file beats the user config
+    assert resolved["learning_rate"] == 0.03  # the flag beats both
 
 
 @pytest.mark.slow
