@@ -381,7 +381,9 @@ def _cell(value) -> str:
 
 def _runs_table(rows: list[dict]) -> Table:
     table = Table(title="test metrics (full ranking; train and valid items masked)",
-                  caption="\n".join(f"{i + 1}: {row['run']}" for i, row in enumerate(rows)))
+                  caption="\n".join(f"{i + 1}: {row['run']}" for i, row in enumerate(rows))
+                  + "\nnoise P/R/F1: the final epoch's dropped positives against the injected noise; "
+                  "kept hard: share of the noise among its candidates a denoiser kept as hard")
     columns = [c for c in rows[0] if c != "run"]  # run folders are listed in the caption
     table.add_column("#", justify="right")
     for column in columns:
@@ -398,13 +400,17 @@ def _group_table(rows: list[dict], baseline: str | None) -> Table:
         table.add_column(column, justify="left" if column in _IDENTITY else "right")
     for metric in _SHORT.values():
         table.add_column(metric, justify="right")
+    extras = [c for c in rows[0] if c.startswith("noise ")]
+    for column in extras:
+        table.add_column(column.replace(" mean", ""), justify="right")
     p_columns = [c for c in rows[0] if c.startswith("p ")]
     for column in p_columns:
         table.add_column(f"p {_SHORT[column.split()[1]]}", justify="right")
     for row in rows:
         stats = [f"{row[m + ' mean']:.4f}" + ("" if row[m + " std"] != row[m + " std"] else f" ± {row[m + ' std']:.4f}")
                  for m in _SHORT]
-        table.add_row(*(str(row[c]) for c in (*_IDENTITY, "runs")), *stats, *(_cell(row[c]) for c in p_columns))
+        table.add_row(*(str(row[c]) for c in (*_IDENTITY, "runs")), *stats, *(_cell(row[c]) for c in extras),
+                      *(_cell(row[c]) for c in p_columns))
     return table
 
 

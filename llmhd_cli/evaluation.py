@@ -84,10 +84,16 @@ def evaluation_rows(run_dirs: list, workspace, recompute: bool = False, device: 
                "objective": cfg.get("objective"), "denoiser": cfg.get("denoiser"), "seed": cfg.get("seed"),
                "best_epoch": record.metrics.get("best_epoch")}
         row.update({k: float(test[k]) for k in METRICS if k in test})
+        noise = record.metrics.get("noise_detection")
+        if noise:
+            row.update({"noise P": float(noise["precision"]), "noise R": float(noise["recall"]),
+                        "noise F1": float(noise["f1"]), "noise kept hard": float(noise.get("kept_hard_share", float("nan")))})
         rows.append(row)
         if configs is not None:
             configs.append(cfg)
-    return rows
+    # Same columns in every row (runs without injected noise have no noise numbers).
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return [{k: row.get(k, float("nan")) for k in columns} for row in rows]
 
 
 def render_rows(rows: list[dict], fmt: str) -> str:
@@ -145,6 +151,9 @@ def group_rows(rows: list[dict], configs: list[dict], baseline: str | None = Non
             values = np.array([m[metric] for m in members if metric in m], dtype=float)
             summary[f"{metric} mean"] = float(values.mean()) if len(values) else float("nan")
             summary[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        for extra in ("noise F1", "noise kept hard"):
+            values = np.array([m.get(extra, np.nan) for m in members], dtype=float)
+            summary[f"{extra} mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         summary["_values"] = {metric: [m[metric] for m in members if metric in m] for metric in METRICS}
         out.append(summary)
     if baseline:
