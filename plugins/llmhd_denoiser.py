@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -105,6 +105,11 @@ def top_fraction(values: torch.Tensor, fraction: float) -> torch.Tensor:
 class LLMHDDenoiser(Denoiser):
     """LD -> VS -> LMS per batch, PU per epoch. ``judge`` may be None (variant ``ld``)."""
 
+    # Optional observer of every batch's sets, for tests and diagnostics: called as
+    # trace(step, B_N, B_HC, B_H, dropped) with sample indices (B_*) and the dropped mask.
+    # A class attribute so it can be set before the training loop builds the denoiser.
+    trace: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
+
     def __init__(self, options: dict[str, Any], context: TrainContext, judge: LLMJudge | None) -> None:
         self.o = options
         self.variant = dict(VARIANTS[options["variant"]])
@@ -117,7 +122,7 @@ class LLMHDDenoiser(Denoiser):
         self.step = 0
         self.llm_off_logged = False
         data = context.data
-        self.is_noise = torch.as_tensor(data.is_noise) if data is not None else None
+        self.is_noise = torch.as_tensor(data.is_noise, device=context.device) if data is not None else None
         self.n_items = context.n_items
         # PU state: flag counts of training positives (by row) and of sampled negatives (by pair key).
         self.fp_counts = np.zeros(context.n_train, dtype=np.int32)
@@ -158,13 +163,17 @@ class LLMHDDenoiser(Denoiser):
             self._remember_negatives(batch)
         k = math.ceil(ld_rate(batch.step, self.o["alpha"], self.o["eps_l_max"], self.o["ld_schedule"]) * n)
         dropped = torch.zeros(n, dtype=torch.bool, device=device)
+        none = torch.zeros(0, dtype=torch.long, device=device)
         if k == 0:
+            if self.trace is not None:
+                self.trace(batch.step, none, none, none, dropped)
             return Decision(torch.ones(n, device=device), dropped)
         candidates = torch.topk(batch.losses.detach(), min(k, n)).indices
         dropped[candidates] = True
         c["candidates"] += len(candidates)
         noise = self._noise_mask(batch)
         c["noise_candidates"] += int(noise[candidates].sum())
+        hard_candidates = hard = none
         if self._llm_on() and self.history.ready and self.o["eps_v"] > 0:
             hard_candidates = self._prune(batch, candidates)
             hard = hard_candidates[self._judge_batch(batch, hard_candidates)]
@@ -173,6 +182,8 @@ class LLMHDDenoiser(Denoiser):
             c["hard"] += len(hard)
             c["noise_hard_candidates"] += int(noise[hard_candidates].sum())
             c["noise_kept_hard"] += int(noise[hard].sum())
+        if self.trace is not None:
+            self.trace(batch.step, candidates, hard_candidates, hard, dropped)
         return Decision((~dropped).float(), dropped)
 
     def _noise_mask(self, batch: SampleBatch) -> torch.Tensor:
@@ -181,7 +192,7 @@ class LLMHDDenoiser(Denoiser):
         noise = torch.zeros(len(index), dtype=torch.bool, device=index.device)
         if self.is_noise is not None and len(self.is_noise):
             valid = index >= 0
-            noise[valid] = self.is_noise.to(index.device)[index[valid]]
+            noise[valid] = self.is_noise[index[valid]]
         return noise
 
     def _prune(self, batch: SampleBatch, candidates: torch.Tensor) -> torch.Tensor:
@@ -288,8 +299,12 @@ class LLMHDDenoiser(Denoiser):
 # ---------------------------------------------------------------------- construction
 
 
-def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = False) -> LLMJudge:
-    """The LLM side for a run: settings (flags > env > config), client, templates, profiles."""
+def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = False,
+                user_profiles: dict[str, str] | None = None) -> LLMJudge:
+    """The LLM side for a run: settings (flags > env > config), client, templates, profiles.
+
+    ``user_profiles`` replaces the stored ones (the cost estimate's stand-ins before summarize ran).
+    """
     from llmhd_cli.llm.client import make_client
     from llmhd_cli.llm.profiles import ProfileStore
     from llmhd_cli.llm.prompts import prompts_dir_setting, template_set_for
@@ -299,7 +314,10 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
                                 concurrency=options["concurrency"], max_cost=options["max_cost"], require_key=not dry)
     dataset = context.dataset
     store = ProfileStore(dataset)
-    profiles, origin = store.user_profiles(settings.provider, settings.model)
+    if user_profiles is not None:
+        profiles, origin = user_profiles, "the caller (stand-ins)"
+    else:
+        profiles, origin = store.user_profiles(settings.provider, settings.model)
     if not profiles:
         profiles, origin = store.user_profiles()
     if not profiles:
@@ -338,6 +356,17 @@ def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
     check_options(options)
     needs_llm = VARIANTS[options["variant"]]["lms"]
     judge = build_judge(options, context) if needs_llm else None
+    return LLMHDDenoiser(options, context, judge)
+
+
+def build_dry_run(options: dict[str, Any], context: TrainContext,
+                  user_profiles: dict[str, str] | None = None) -> LLMHDDenoiser:
+    """The denoiser exactly as training builds it, but with a dry judge: nothing is sent, every
+    score is unknown (so B_HC is dropped as in LD) and ``denoiser.judge.dry_requests`` collects
+    the unique T_score / T_fp / T_fn requests a real run would send. Used by ``llmhd cost``."""
+    check_options(options)
+    needs_llm = VARIANTS[options["variant"]]["lms"]
+    judge = build_judge(options, context, dry=True, user_profiles=user_profiles) if needs_llm else None
     return LLMHDDenoiser(options, context, judge)
 
 
