@@ -6,6 +6,9 @@ dropped). The batch loss is ``sum(weight * loss) / (number of samples not droppe
 
 - dropping (T-CE) sets weight 0 and ``dropped`` True,
 - reweighting (R-CE) scales weights and drops nothing,
+- relabelling (DCF) marks samples in ``relabel``: the seam trains them with the opposite
+  label's loss (BCE: a positive as a negative; BPR: the triple with positive and negative
+  swapped, ``softplus(margin)``), counted like any kept sample,
 - the plain objective keeps every weight at 1.
 
 Denoisers are registered with ``register_denoisers`` as a `DenoiserSpec`; each `Option` becomes
@@ -49,6 +52,7 @@ class SampleBatch:
 class Decision:
     weights: torch.Tensor  # detached, >= 0, one per sample
     dropped: torch.Tensor  # bool, one per sample
+    relabel: torch.Tensor | None = None  # bool, one per sample: train with the opposite label; None = none
 
     @classmethod
     def keep_all(cls, batch: SampleBatch) -> "Decision":

@@ -29,6 +29,17 @@ def per_sample_losses(objective: str, pos_scores: torch.Tensor, neg_scores: torc
     raise ValueError(objective)
 
 
+def opposite_label_losses(objective: str, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample losses with each label flipped: what a relabelled sample is trained on.
+
+    BPR (labels all 1): softplus(margin), the triple with positive and negative swapped.
+    BCE: a positive's label-0 loss softplus(logit), a negative's label-1 loss softplus(-logit).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(objective)
+    return F.softplus(scores) * labels + F.softplus(-scores) * (1 - labels)
+
+
 @dataclass
 class BatchStats:
     """Running per-epoch counters the seam keeps for the run log."""
@@ -72,6 +83,8 @@ class LossSeam(torch.nn.Module):
             pair_index = torch.cat([b["pair_index"], torch.full_like(b["pair_index"], -1)])
         batch = SampleBatch(self.objective, losses, scores.detach(), labels, users, items, neg_items, pair_index, b["step"], b["epoch"])
         decision: Decision = self.denoiser.decide(batch)
+        if decision.relabel is not None and bool(decision.relabel.any()):
+            losses = torch.where(decision.relabel, opposite_label_losses(self.objective, scores, labels), losses)
         kept = (~decision.dropped).sum().clamp(min=1)
         loss = (decision.weights.detach() * losses).sum() / kept
         self.stats.samples += int(losses.shape[0])
