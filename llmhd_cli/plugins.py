@@ -22,6 +22,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmhd_plugins.backbones",
     "llmhd_plugins.denoisers",
     "llmhd_plugins.llmhd_denoiser",
+    "llmhd_plugins.dcf_denoiser",
     "llmhd_plugins.datasets",
     "llmhd_plugins.providers_openai",
     "llmhd_plugins.providers_anthropic",
