@@ -12,7 +12,7 @@ dropped). The batch loss is ``sum(weight * loss) / (number of samples not droppe
 - the plain objective keeps every weight at 1.
 
 Denoisers are registered with ``register_denoisers`` as a `DenoiserSpec`; each `Option` becomes
-a ``llmhd train`` flag and a key of the ``[denoiser]`` table of a training config file.
+a ``llmhd train`` flag and a key of the ``[denoiser_params]`` table of a training config file.
 """
 
 from __future__ import annotations
