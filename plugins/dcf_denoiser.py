@@ -19,10 +19,12 @@ Per mini-batch, for each positive (BCE) or (u, i+, i-) triple (BPR), keyed by it
    sample count (BCE: positives and negatives, as T-CE), the N - int((1 - d) N) eligible
    positives with the largest l* leave the plain loss; the largest N - int((1 - r d) N) of them
    (r = dcf_relabel_ratio) are relabelled, the rest dropped.
-5. Progressive label correction: a relabelled positive stays relabelled for the rest of the run
-   (the code writes label 0 into its training matrix) and is trained as a negative: BCE loss
-   with label 0, or the BPR triple with positive and negative swapped. As d(T) rises and
-   relabels accumulate, the corrected share of the data grows over training.
+5. Progressive label correction (``dcf_relabel persist``, the default): a relabelled positive
+   stays relabelled for the rest of the run (the code writes label 0 into its training matrix)
+   and is trained as a negative: BCE loss with label 0, or the BPR triple with positive and
+   negative swapped. As d(T) rises and relabels accumulate, the corrected share grows.
+   ``batch`` flips them in the current batch only; ``keep`` trains them with their observed
+   label (what the released ``loss.py`` ends up doing).
 
 Sampled negatives are never dropped or relabelled and keep no history (they change each epoch).
 """
@@ -42,6 +44,7 @@ from llmhd_cli.hookspecs import hookimpl
 log = logging.getLogger(__name__)
 
 VARIANCES = ("fixed", "empirical")
+RELABEL_MODES = ("persist", "batch", "keep")
 
 
 def damp(losses: torch.Tensor) -> torch.Tensor:
@@ -68,12 +71,13 @@ class DoubleCorrection(Denoiser):
 
     def __init__(self, n_train: int, device: torch.device | str, drop_rate: float = 0.2, num_gradual: int = 30000,
                  relabel_ratio: float = 0.05, time_step: int = 3, sigma2: float = 1e-4, variance: str = "fixed",
-                 sigma_decay: int = 10, is_noise: Any = None) -> None:
+                 sigma_decay: int = 10, relabel: str = "persist", is_noise: Any = None) -> None:
         self.drop_rate, self.num_gradual, self.relabel_ratio = drop_rate, max(1, num_gradual), relabel_ratio
+        self.relabel_mode = relabel
         self.time_step, self.sigma2, self.variance, self.sigma_decay = time_step, sigma2, variance, sigma_decay
         self.history = torch.zeros(n_train, time_step, device=device)
         self.seen = torch.zeros(n_train, dtype=torch.long, device=device)
-        self.relabelled = torch.zeros(n_train, dtype=torch.bool, device=device)
+        self.relabelled = torch.zeros(n_train, dtype=torch.bool, device=device)  # ever selected for relabelling
         self.is_noise = None if is_noise is None else torch.as_tensor(is_noise, dtype=torch.bool, device=device)
         self._reset_counters()
 
@@ -117,8 +121,11 @@ class DoubleCorrection(Denoiser):
         positive = batch.pair_index >= 0
         pos_idx = positive.nonzero().squeeze(1)
         rows = batch.pair_index[pos_idx]
-        already = self.relabelled[rows]
-        relabel[pos_idx[already]] = True  # relabelled earlier: trained with the flipped label from now on
+        if self.relabel_mode == "persist":
+            already = self.relabelled[rows]
+            relabel[pos_idx[already]] = True  # relabelled earlier: trained with the flipped label from now on
+        else:
+            already = torch.zeros_like(rows, dtype=torch.bool)
 
         active, rows = pos_idx[~already], rows[~already]
         if len(rows):
@@ -133,7 +140,8 @@ class DoubleCorrection(Denoiser):
             n_flip = min(n_samples - int(((1 - self.relabel_ratio) + self.relabel_ratio * (1 - d)) * n_samples), n_out)
             if n_out > 0:
                 top = torch.topk(bound, n_out).indices  # descending: the most certain noise first
-                relabel[active[top[:n_flip]]] = True
+                if self.relabel_mode != "keep":
+                    relabel[active[top[:n_flip]]] = True
                 dropped[active[top[n_flip:]]] = True
                 self.relabelled[rows[top[:n_flip]]] = True
                 # The plain-mean rule would have taken these out; the bound kept them (hard samples).
@@ -192,6 +200,8 @@ def _check(options: dict[str, Any]) -> None:
         raise LLMHDError(f"--dcf-sigma-decay: must be >= 0, got {o['dcf_sigma_decay']}")
     if o["dcf_variance"] not in VARIANCES:
         raise LLMHDError(f"--dcf-variance: expected one of {', '.join(VARIANCES)}, got '{o['dcf_variance']}'")
+    if o["dcf_relabel"] not in RELABEL_MODES:
+        raise LLMHDError(f"--dcf-relabel: expected one of {', '.join(RELABEL_MODES)}, got '{o['dcf_relabel']}'")
 
 
 def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
@@ -202,7 +212,7 @@ def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
         drop_rate=options["dcf_drop_rate"], num_gradual=options["dcf_num_gradual"],
         relabel_ratio=options["dcf_relabel_ratio"], time_step=options["dcf_time_step"],
         sigma2=options["dcf_sigma2"], variance=options["dcf_variance"], sigma_decay=options["dcf_sigma_decay"],
-        is_noise=is_noise,
+        relabel=options["dcf_relabel"], is_noise=is_noise,
     )
 
 
@@ -215,6 +225,9 @@ OPTIONS = [
     Option("dcf_variance", str, "fixed", "DCF: variance in the bound: fixed (--dcf-sigma2, as the authors' code) or "
            "empirical (each sample's variance of damped losses over its window)", choices=VARIANCES),
     Option("dcf_sigma_decay", int, 10, "DCF: epochs over which the variance term falls linearly to 0 (0: constant)"),
+    Option("dcf_relabel", str, "persist", "DCF: relabelled positives: persist (negatives for the rest of the run), "
+           "batch (flipped in that batch only), keep (trained with their observed label, as the released code)",
+           choices=RELABEL_MODES),
 ]
 
 SPEC = DenoiserSpec(

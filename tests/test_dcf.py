@@ -157,6 +157,21 @@ def test_relabelling_grows_progressively_and_sticks() -> None:
     assert int(seen_relabelled.sum()) == sum(relabel_counts)
 
 
+@pytest.mark.parametrize("mode", ["batch", "keep"])
+def test_relabel_modes_batch_and_keep(mode: str) -> None:
+    """batch: the flip holds for that batch only; keep: the selected samples stay with their label."""
+    dcf = make(4, drop_rate=0.5, num_gradual=1, relabel_ratio=0.5, sigma2=0.0, relabel=mode)
+    # N = 4, d = 0.5: 2 taken out; 4 - int((1 - 0.25) * 4) = 1 of them selected for relabelling.
+    first = dcf.decide(bpr_batch([3.0, 2.0, 0.1, 0.1], epoch=0))
+    assert first.dropped.tolist() == [False, True, False, False]
+    assert first.relabel.tolist() == ([True, False, False, False] if mode == "batch" else [False] * 4)
+    assert first.weights.tolist() == [1.0, 0.0, 1.0, 1.0]
+    # Next epoch row 0 looks clean (mean 1.2 < row 1's, row 3 spikes): it is ranked afresh.
+    second = dcf.decide(bpr_batch([0.01, 2.0, 0.1, 9.0], epoch=1))
+    assert not bool(second.relabel[0]) and not bool(second.dropped[0])
+    assert dcf.end_epoch(1, torch.nn.Module())["relabelled_total"] == 2  # rows ever selected: 0, then 3
+
+
 def test_bce_never_drops_or_relabels_negatives() -> None:
     dcf = make(4, drop_rate=0.75, num_gradual=1, relabel_ratio=0.5, sigma2=0.0)
     # N = 8 samples: 6 go out by the rate, capped at the 4 positives; the negatives' huge losses don't count.
@@ -249,6 +264,7 @@ def _defaults(**over: Any) -> dict[str, Any]:
     (dict(dcf_sigma2=float("nan")), "--dcf-sigma2"),
     (dict(dcf_sigma_decay=-1), "--dcf-sigma-decay"),
     (dict(dcf_variance="bogus"), "--dcf-variance"),
+    (dict(dcf_relabel="sometimes"), "--dcf-relabel"),
 ])
 def test_bad_options(over: dict[str, Any], flag: str) -> None:
     with pytest.raises(LLMHDError, match=flag):
