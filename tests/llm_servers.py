@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -139,6 +140,7 @@ class CountingProxy(LocalServer):
         self.upstream = upstream.rstrip("/")
         self.forwarded = 0
         self.failures_left = 0
+        self.in_flight = 0
         self.fail_status = 503
         self.fail_headers: dict[str, str] = {}
         super().__init__(self._forward)
@@ -154,17 +156,31 @@ class CountingProxy(LocalServer):
             self.fail_status = status
             self.fail_headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
 
+    def wait_idle(self, timeout: float = 120) -> None:
+        """Wait until no forwarded call is in progress (e.g. one a killed client left behind)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def _forward(self, rec: Recorded) -> Reply:
         chat = rec.method == "POST" and rec.path.endswith("/chat/completions")
         with self._lock:
             if chat and self.failures_left > 0:
                 self.failures_left -= 1
                 return Reply(self.fail_status, {"error": {"message": "injected failure"}}, dict(self.fail_headers))
+            self.in_flight += 1
+        try:
+            return self._send_upstream(rec, chat)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _send_upstream(self, rec: Recorded, chat: bool) -> Reply:
         data = json.dumps(rec.body).encode() if rec.body is not None else None
         req = urllib.request.Request(self.upstream + rec.path, data=data, method=rec.method,
                                      headers={"content-type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
+            with urllib.request.urlopen(req, timeout=600) as resp:
                 status, body = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()

@@ -384,7 +384,7 @@ class LLMClient:
             except ProviderError as exc:
                 message = self._scrub(_short(str(exc)))
                 if exc.fatal:
-                    self._abort(f"{self.provider.name}: {message}")
+                    self._abort(message)
                     raise _Abort from None
                 if not exc.retryable or attempt >= self.max_retries:
                     if exc.unreachable:
@@ -397,8 +397,7 @@ class LLMClient:
                 delay = max(0.0, min(delay, MAX_RETRY_AFTER))
                 with self._lock:
                     self.stats.retries += 1
-                log.info("%s: %s; retry %d/%d in %.1fs", self.provider.name, message, attempt + 1,
-                         self.max_retries, delay)
+                log.info("%s; retry %d/%d in %.1fs", message, attempt + 1, self.max_retries, delay)
                 if self._stop.wait(delay):
                     raise _Abort from None
                 attempt += 1
