@@ -540,18 +540,91 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
 # --------------------------------------------------------------------------- cost
 
 
+def _dry_run_options(command):
+    """The training dry run's flags: its epochs and run, and the llmhd options that change its prompts."""
+    from llmhd_cli import plugins
+    from llmhd_cli.cost_training import DEFAULT_EPOCHS, DENOISER, DRY_RUN_OPTIONS
+
+    options = [
+        click.option("--train", "with_training", is_flag=True, help="Add the training rows (T_score, T_fp, T_fn) "
+                     "from a dry run with default settings; any flag below does too."),
+        click.option("--epochs", type=int, default=None, help=f"Training dry run: epochs [default: {DEFAULT_EPOCHS}]."),
+        click.option("--backbone", default=None, help="Training dry run: backbone [default: config [train], else lightgcn]."),
+        click.option("--objective", default=None, help="Training dry run: bpr or bce [default: config [train], else bpr]."),
+        click.option("--batch-size", type=int, default=None, help="Training dry run: batch size [default: config [train], else 1024]."),
+        click.option("--seed", type=int, default=None, help="Training dry run: seed [default: config [train], else 2024]."),
+        click.option("--device", default=None, help="Training dry run: auto, cpu or cuda [default: auto]."),
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Training dry run: keep its run directory here [default: a temporary folder, removed after]."),
+        click.option("--structured", is_flag=True, help="Training dry run: render structured (JSON schema) score requests."),
+    ]
+    spec = plugins.registry("denoiser").items.get(DENOISER)
+    for name in DRY_RUN_OPTIONS if spec is not None else ():
+        option = next(o for o in spec.options if o.name == name)
+        # Plain types, choices checked by the denoiser: a bad value is one line, exit 2.
+        kind = str if option.choices else option.type
+        help_text = option.help.removeprefix("llmhd: ")
+        options.append(click.option(option.flag, option.name, type=kind, default=None,
+                                    help=f"Training dry run: {help_text} [default: {option.default}]."))
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+class _DryRunProgress:
+    """Training dry run progress on stderr (stdout keeps the table), gone when it ends."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=err_console, transient=True)
+        self.task = None
+
+    def message(self, text: str) -> None:
+        logging.getLogger("llmhd_cli.cost").info(text)
+
+    def epoch_start(self, epoch: int, n_batches: int) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("dry run", total=n_batches)
+        self.progress.reset(self.task, total=n_batches, description=f"training dry run, epoch {epoch}")
+
+    def batch_done(self) -> None:
+        self.progress.advance(self.task)
+
+    def epoch_end(self, record) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+# Table 4's names for the templates' tasks.
+TABLE4_NAMES = {"summarize": "T_sum", "score": "T_score", "update_fp": "T_fp", "update_fn": "T_fn",
+                "item_profile": "T_item"}
+
+
 @cli.command("cost")
 @click.option("--spent", is_flag=True, help="Show what was spent (the ledger) instead of an estimate.")
 @click.option("-d", "--dataset", default=None, help="Dataset to estimate for, or (with --spent) whose recorded runs to show "
-              "[default for estimates: config 'default_dataset', else ml-100k].")
+              "[default for estimates: config 'default_dataset', else ml-100k, prepared on first use].")
 @_llm_options
+@_dry_run_options
 @pass_state
 def cost_command(state: State, spent: bool, dataset: str | None, provider: str | None, model: str | None,
-                 cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool) -> None:
+                 cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool,
+                 with_training: bool, epochs: int | None, backbone: str | None, objective: str | None,
+                 batch_size: int | None, seed: int | None, device: str | None, run_dir: Path | None,
+                 structured: bool, **llmhd) -> None:
     """Estimate the prompts, tokens and money of a run before it runs, or show what was spent.
 
     The estimate renders every prompt the run would send and counts its tokens; money comes
-    from the price table. Prompts already cached are counted but cost nothing.
+    from the price table. Prompts already cached are counted but cost nothing. Without
+    training flags it covers summarize (T_sum); with --train or any training flag (e.g.
+    --eps-v 0.5) it also runs a short training dry run with the llmhd denoiser, the LLM never
+    called, and adds the T_score, T_fp and T_fn prompts it would send (Table 4's rows).
     """
     from llmhd_cli.config import default_dataset
     from llmhd_cli.llm import estimate as est
@@ -559,10 +632,15 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     from llmhd_cli.llm.settings import resolve_settings
     from llmhd_cli.summarize import default_provider
 
+    overrides = {"backbone": backbone, "objective": objective, "batch_size": batch_size, "seed": seed, "device": device}
+    training = with_training or structured or run_dir is not None or epochs is not None or any(
+        v is not None for v in (*overrides.values(), *llmhd.values()))
     settings = resolve_settings(provider=default_provider(provider), model=model, cache_dir=cache_dir,
                                 require_key=False)
     cache = settings.resolved_cache_dir(state.workspace)
     if spent:
+        if training:
+            raise LLMHDError("cost --spent: the training flags (--train, --epochs, --eps-v, ...) are for an estimate")
         if dataset:
             from llmhd_cli.datasets import open_dataset
 
@@ -580,20 +658,58 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
                              ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost", "runs")))
         console.print(_stats_table(title, rows + [total], runs=bool(dataset)))
         return
-    options = {"items": items, "max_items": max_items}
-    result = est.estimate(state.workspace, dataset or default_dataset(), settings.provider, settings.model,
-                          prompts_dir_setting(prompts_dir), settings.prices_file, cache, options)
+    name = dataset or default_dataset()
+    prompts = prompts_dir_setting(prompts_dir)
+    options: dict = {"items": items, "max_items": max_items}
+    progress = report = None
+    if training:
+        from llmhd_cli import cost_training
+
+        config = cost_training.dry_run_config(name, settings.provider, settings.model, prompts, epochs, overrides,
+                                              {**llmhd, "structured": structured or None})
+        if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
+            raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
+        progress, report = _DryRunProgress(), cost_training.DryRunReport()
+        options.update(train=config, train_observer=progress, train_report=report, train_run_dir=run_dir)
+    from llmhd_cli.prepare import ensure_prepared
+
+    ensure_prepared(state.workspace, name, notify=lambda m: err_console.print(m, style="yellow", highlight=False))
+    try:
+        result = est.estimate(state.workspace, name, settings.provider, settings.model, prompts,
+                              settings.prices_file, cache, options)
+    finally:
+        if progress is not None:
+            progress.stop()
     label = f"{result.provider}/{result.model}" + (" (UPPER BOUND)" if result.upper_bound else "")
-    table = Table(title=f"ESTIMATE for {result.dataset} with {label} (nothing sent)")
+    title = f"ESTIMATE for {result.dataset} with {label} (nothing sent)"
+    table = Table(title=title + (", shaped like the paper's Table 4" if training else ""))
+    if training:
+        table.add_column("Table 4", no_wrap=True)
     for column in ("step", "template"):
         table.add_column(column, no_wrap=True)
     for column in ("prompts", "cached", "tokens in", "tokens out (est.)", "cost ($, est.)"):
         table.add_column(column, justify="right")
     table.add_column("note")
     for r in result.rows + [result.total]:
-        table.add_row(r.step, r.template, f"{r.prompts:,}", f"{r.cached:,}", f"{r.input_tokens:,}" + ("" if r.exact_tokens else "~"),
-                      f"{r.output_tokens:,}", f"{r.cost:.4f}", r.note)
+        cells = [r.step, r.template, f"{r.prompts:,}", f"{r.cached:,}", f"{r.input_tokens:,}" + ("" if r.exact_tokens else "~"),
+                 f"{r.output_tokens:,}", f"{r.cost:.4f}", r.note]
+        if training and r.template == "total":
+            cells = ["total", "", "", *cells[2:]]
+        elif training:
+            task = r.template.rpartition("/")[2]
+            cells.insert(0, TABLE4_NAMES.get(task, task))
+        table.add_row(*cells)
     console.print(table)
+    if report is not None:
+        counts = report.counts
+        console.print(
+            f"note: the training rows are an ESTIMATE from a dry run: {report.epochs} epochs of {config.backbone} "
+            f"({config.objective}) with the llmhd denoiser, variant {config.denoiser_params.get('variant') or 'full'}, "
+            f"on {report.device} in {report.seconds:.0f}s. The LLM was never called, so every hard candidate was dropped "
+            f"as in LD ({counts.get('hard_candidates', 0):,} hard of {counts.get('candidates', 0):,} noise candidates) "
+            "and no profile changed; a real run's candidates depend on its own losses and the LLM's answers, "
+            "rewritten profiles add T_score prompts, and its epochs may differ (--epochs).", highlight=False)
+        console.print(f"note: training prompts use user profiles from {report.profiles_from}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}")
 

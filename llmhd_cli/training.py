@@ -12,14 +12,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
 from llmhd_cli import plugins, runs
 from llmhd_cli.datasets import PreparedDataset
-from llmhd_cli.denoising import DenoiserSpec, TrainContext
+from llmhd_cli.denoising import Denoiser, DenoiserSpec, TrainContext
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.evaluation import full_rank_metrics
 from llmhd_cli.objectives import OBJECTIVES, LossSeam
@@ -176,8 +176,13 @@ def _noise_detection(data: RecBoleData, dropped_pairs: list[torch.Tensor]) -> di
 
 
 def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observer: TrainObserver | None = None,
-          run_dir: Path | None = None) -> TrainResult:
-    """Train one model and write its run directory. Same config and seed, same metrics."""
+          run_dir: Path | None = None,
+          denoiser_factory: Callable[[dict[str, Any], TrainContext], Denoiser] | None = None) -> TrainResult:
+    """Train one model and write its run directory. Same config and seed, same metrics.
+
+    ``denoiser_factory`` builds the denoiser instead of its spec's factory (same options and
+    context): ``llmhd cost`` trains with a dry-run llmhd denoiser this way.
+    """
     observer = observer or _Silent()
     config.validate()
     backbone = plugins.registry("backbone").get(config.backbone, "--backbone")
@@ -204,7 +209,7 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     runs.write_environment(run_dir, str(device))
 
     context = TrainContext(config.objective, data.n_users, data.n_items, n_train, n_batches, device, run_dir, dataset)
-    denoiser = spec.factory(options, context)
+    denoiser = (denoiser_factory or spec.factory)(options, context)
     seam = LossSeam(config.objective, denoiser)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)

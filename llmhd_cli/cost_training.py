@@ -1,0 +1,178 @@
+"""The training rows of ``llmhd cost``: a dry run of training with the llmhd denoiser.
+
+The real training loop (`llmhd_cli.training.train`) runs for a few epochs (10 by default)
+with the llmhd denoiser built as ``llmhd train --denoiser llmhd`` builds it: LD, the score
+history, VS and PU all active. Only its judge is dry (`LLMJudge(dry=True)`): nothing is
+sent, every score comes back unknown, so the hard candidates B_HC are dropped as LD drops
+them, and profiles never change. The judge records every unique request the run would send:
+T_score for B_HC's pairs, T_fp / T_fn for the profile rewrites PU asks for. Those are counted
+and priced exactly like the T_sum rows (`llmhd_cli.llm.estimate.rows_for_requests`).
+
+It is an estimate. A real run's candidates depend on its own losses (the LLM keeps some
+hard samples the dry run drops), a rewritten profile makes new T_score prompts for pairs
+already scored, and the real run may stop early or run longer than the dry run's epochs.
+
+When the dataset has no user profiles yet (``llmhd summarize`` not run), the prompts are
+rendered with stand-ins: each user's training item texts, cut to T_sum's word limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmhd_cli.datasets import PreparedDataset
+from llmhd_cli.errors import LLMHDError
+from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.estimate import EstimateContext, EstimateRow, register_estimator, rows_for_requests
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 10
+DENOISER = "llmhd"
+TASKS = ("score", "update_fp", "update_fn")  # the training-side templates, Table 4's T_score, T_FP, T_FN
+# The llmhd options that change which prompts a dry run sees (the score thresholds do not:
+# in a dry run no score is known). The cost command offers these as flags.
+DRY_RUN_OPTIONS = ("variant", "alpha", "eps_l_max", "ld_schedule", "eps_v", "pruning", "history", "eps_gamma")
+
+
+@dataclass
+class DryRunReport:
+    """What the dry run saw, for the notes under the table (filled in by the estimator)."""
+
+    epochs: int = 0
+    seconds: float = 0.0
+    stand_in_profiles: bool = False
+    profiles_from: str = ""
+    device: str = ""
+    counts: dict[str, int] = field(default_factory=dict)  # summed per-epoch counters of the denoiser
+    requests: dict[str, list[LLMRequest]] = field(default_factory=dict)  # by task
+
+
+def dry_run_config(dataset: str, provider: str, model: str, prompts: str | None = None, epochs: int | None = None,
+                   overrides: dict[str, Any] | None = None, llmhd: dict[str, Any] | None = None) -> Any:
+    """The `TrainConfig` of a dry run, checked: the user's ``[train]`` defaults, then ``overrides``
+    (backbone, objective, batch_size, seed, device), the denoiser llmhd with ``llmhd`` options.
+
+    Raises `LLMHDError` for a bad value (one line for the CLI) before anything runs.
+    """
+    from llmhd_cli import plugins
+    from llmhd_cli.config import command_defaults
+    from llmhd_cli.recbole_data import resolve_device
+    from llmhd_cli.training import TrainConfig, denoiser_options
+    from llmhd_plugins.llmhd_denoiser import check_options
+
+    base = dict(command_defaults("train"))
+    params = dict(base.pop("denoiser_params", {}) or {}) if base.get("denoiser") == DENOISER else {}
+    base.pop("denoiser_params", None)
+    base.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    params.update({k: v for k, v in (llmhd or {}).items() if v is not None})
+    params.update(provider=provider, model=model)
+    if prompts:
+        params["prompts"] = prompts
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    base.update(dataset=dataset, denoiser=DENOISER, epochs=epochs, denoiser_params=params,
+                # Only the prompts matter: validate once at the end, never stop early.
+                eval_every=max(epochs, 1), early_stop=0)
+    config = TrainConfig.from_dict(base, where="train config")
+    config.validate()
+    plugins.registry("backbone").get(config.backbone, "--backbone")
+    resolve_device(config.device)
+    check_options(denoiser_options(plugins.registry("denoiser").get(DENOISER, "--denoiser"), params))
+    return config
+
+
+def stand_in_profiles(dataset: PreparedDataset, item_texts: dict[str, str], words: int) -> dict[str, str]:
+    """Per user: the texts of their training items, cut to ``words`` words (T_sum's answer limit)."""
+    from llmhd_cli.summarize import user_histories
+
+    out = {}
+    for user, items in user_histories(dataset).items():
+        text = " ".join(item_texts[i] for i in dict.fromkeys(items) if item_texts.get(i))
+        if text:
+            out[user] = " ".join(text.split()[:words])
+    return out
+
+
+def dry_run(workspace: Path, dataset: PreparedDataset, config: Any, run_dir: Path | None = None,
+            observer: Any = None) -> DryRunReport:
+    """Train ``config`` (denoiser llmhd) with a dry judge; the unique requests it would send, by task.
+
+    The run directory goes to a temporary folder unless ``run_dir`` is given (new or empty).
+    """
+    from llmhd_cli.llm.profiles import ProfileStore
+    from llmhd_cli.llm.prompts import template_set_for
+    from llmhd_cli.training import train
+    from llmhd_plugins.llmhd_denoiser import build_dry_run
+
+    params = config.denoiser_params
+    report = DryRunReport(epochs=config.epochs)
+    store = ProfileStore(dataset)
+    profiles, origin = store.user_profiles(params["provider"], params["model"])
+    if not profiles:
+        profiles, origin = store.user_profiles()
+    stand_ins = None
+    if not profiles:
+        texts, _ = store.item_texts(params["provider"], params["model"])
+        limit = template_set_for(dataset.info.domain, params.get("prompts")).get("summarize").output.max_words or 100
+        stand_ins = stand_in_profiles(dataset, texts, min(limit, 100))
+        report.stand_in_profiles, origin = True, f"stand-ins: training item texts cut to {min(limit, 100)} words"
+    report.profiles_from = origin
+
+    built: list[Any] = []
+
+    def factory(options: dict[str, Any], context: Any) -> Any:
+        built.append(build_dry_run(options, context, stand_ins))
+        report.device = str(context.device)
+        return built[-1]
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="llmhd-cost-") as tmp:
+        target = Path(run_dir) if run_dir is not None else Path(tmp) / "run"
+        result = train(config, dataset, workspace / "runs", observer=observer, run_dir=target, denoiser_factory=factory)
+        for line in (target / "log.jsonl").read_text(encoding="utf-8").splitlines():
+            _add_counts(report.counts, line)
+    report.seconds = time.perf_counter() - start
+    report.epochs = result.epochs_run
+    judge = built[0].judge if built else None
+    for request in (judge.dry_requests.values() if judge is not None else ()):
+        report.requests.setdefault(request.task, []).append(request)
+    log.info("cost dry run: %d epochs in %.1fs, %s", report.epochs, report.seconds,
+             {t: len(r) for t, r in report.requests.items()})
+    return report
+
+
+def _add_counts(counts: dict[str, int], line: str) -> None:
+    import json
+
+    extra = json.loads(line).get("denoiser") or {}
+    for key in ("candidates", "hard_candidates", "scored_pairs", "fp_confident", "fn_confident"):
+        counts[key] = counts.get(key, 0) + int(extra.get(key, 0) or 0)
+
+
+@register_estimator
+def training_rows(ctx: EstimateContext) -> list[EstimateRow]:
+    """T_score, T_fp, T_fn of a dry run, when the command asked for one (``options['train']``)."""
+    config = ctx.options.get("train")
+    if config is None:
+        return []
+    if config.dataset != ctx.dataset.name:
+        raise LLMHDError(f"cost: the dry run's dataset '{config.dataset}' is not the estimate's '{ctx.dataset.name}'")
+    report = dry_run(ctx.workspace, ctx.dataset, config, ctx.options.get("train_run_dir"),
+                     ctx.options.get("train_observer"))
+    holder = ctx.options.get("train_report")
+    if isinstance(holder, DryRunReport):  # the caller's object: shows the run's notes
+        holder.__dict__.update(report.__dict__)
+    step = f"train (dry run, {report.epochs} epochs)"
+    o = config.denoiser_params
+    notes = {
+        "score": f"unique B_HC pairs (eps_v {o.get('eps_v', 0.5)}, eps_l_max {o.get('eps_l_max', 0.05)})",
+        "update_fp": f"PU rewrites (eps_gamma {o.get('eps_gamma', 5)})",
+        "update_fn": f"PU rewrites (eps_gamma {o.get('eps_gamma', 5)})",
+    }
+    return [rows_for_requests(ctx, report.requests.get(task, []), ctx.template_set.get(task), step, notes[task])
+            for task in TASKS]
