@@ -369,6 +369,20 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
     console.print(_group_table(rows, baseline) if group else _runs_table(rows))
 
 
+# --------------------------------------------------------------------------- plot
+
+
+@cli.command("plot")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("llmhd-curves.png"),
+              help="PNG file to write.")
+def plot_command(run_dirs: tuple[Path, ...], output: Path) -> None:
+    """Training curves of runs (validation NDCG@10, loss, dropped share, noise F1) as a PNG."""
+    from llmhd_cli.plots import plot_runs
+
+    console.print(f"wrote {plot_runs(list(run_dirs), output)}", highlight=False)
+
+
 _SHORT = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
 _IDENTITY = ("dataset", "backbone", "objective", "denoiser")
 
