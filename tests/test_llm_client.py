@@ -376,3 +376,20 @@ def test_uncacheable_provider_is_counted_not_stored(tmp_path):
     with LLMClient(provider, tmp_path) as c:
         c.run([LLMRequest("score", "t/s", "h", "", "p", variables={"x": 3})] * 2)
     assert provider.calls == 2 and read_ledger(tmp_path)[0].calls == 2
+
+
+def test_two_processes_share_one_cache_and_ledger(tmp_path):
+    import subprocess
+    import sys
+
+    from llm_servers import CHILD
+
+    with LocalServer(Counting(delay=0.05)) as server:
+        procs = [subprocess.Popen([sys.executable, "-c", CHILD, server.url + "/v1", str(tmp_path), "10"],
+                                  stdout=subprocess.DEVNULL) for _ in range(2)]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+        sent = chat_calls(server)
+    [row] = read_ledger(tmp_path)
+    # Whatever the interleaving, the ledger agrees with the server and every answer is stored once.
+    assert 10 <= sent <= 20 and row.calls == sent and row.calls + row.cache_hits == 20
+    assert len(AnswerStore(tmp_path)) == 10

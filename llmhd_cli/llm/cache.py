@@ -31,7 +31,8 @@ ANSWERS_DIR = "answers"
 
 
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+                      check_circular=False)
 
 
 def cache_key(provider: str, model: str, request: LLMRequest, include_variables: bool = False) -> str:
@@ -80,8 +81,10 @@ class StoredAnswer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StoredAnswer":
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+        try:
+            return cls(**data)  # the common case: stored by this version
+        except TypeError:  # an entry with fields this version does not know
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 class AnswerStore:
