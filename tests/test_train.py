@@ -332,8 +332,9 @@ def test_design_card_example_prepares_ml100k_on_first_use(capsys: pytest.Capture
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``llmhd train --backbone ncl --objective bce`` with no dataset named and nothing prepared."""
     monkeypatch.setenv("LLMHD_WORKSPACE", str(tmp_path / "ws"))
+    # The card's command plus cost limits only: one epoch, in 7 batches of 8192 instead of 51 of 1024.
     code, out, err = run_cli(capsys, None, "train", "--backbone", "ncl", "--objective", "bce", "--epochs", "1",
-                             "--device", "cpu")
+                             "--batch-size", "8192", "--device", "cpu")
     assert code == 0, err
     assert "dataset 'ml-100k' was not prepared; prepared it with default options" in out
     assert (tmp_path / "ws" / "datasets" / "ml-100k" / "dataset.json").exists()
