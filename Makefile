@@ -13,8 +13,11 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 # The server extra builds llama.cpp from source (about 8 minutes on 2 cores, once per machine).
+# Portable x86-64 flags: a -march=native build uses AMX instructions that sandboxed CPUs
+# advertise but refuse (the server dies with SIGILL on its first completion).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(VENV)/.server: $(VENV)/.core
-	$(PY) -m pip install --quiet -e '.[test,server]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e '.[test,server]'
 	touch $@
 
 ## demo: the main job end to end on the embedded defaults (ml-100k, offline provider)

@@ -95,6 +95,7 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
             config = Config(model=backbone.load_class(), dataset=dataset.name, config_dict=config_dict)
         except (KeyError, ValueError, TypeError) as exc:
             raise LLMHDError(f"backbone '{backbone.name}': invalid RecBole setting ({exc})") from exc
+    _check_setting_types(config, params, backbone.name)
     config["device"] = device
     # RecBole points a dataset named "ml-100k" at its bundled copy; always read our prepared files.
     config["data_path"] = str(dataset.path)
@@ -138,6 +139,20 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
         user_tokens=user_tokens,
         item_tokens=item_tokens,
     )
+
+
+def _check_setting_types(config: Any, params: dict[str, Any], backbone: str) -> None:
+    """A --set value must have the type of RecBole's default for that key (ints pass for floats),
+    or the model fails mid-training with a traceback instead of a clear message."""
+    defaults = getattr(config, "internal_config_dict", {})
+    for key, value in params.items():
+        default = defaults.get(key)
+        if default is None:
+            continue
+        numeric = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        if not (numeric or isinstance(value, type(default))):
+            raise LLMHDError(f"--set {key}={value!r}: backbone '{backbone}' expects {type(default).__name__} "
+                             f"like its default {default!r}")
 
 
 def build_model(data: RecBoleData, backbone: Backbone) -> torch.nn.Module:
