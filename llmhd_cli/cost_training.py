@@ -18,6 +18,7 @@ rendered with stand-ins: each user's training item texts, cut to T_sum's word li
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -147,8 +148,6 @@ def dry_run(workspace: Path, dataset: PreparedDataset, config: Any, run_dir: Pat
 
 
 def _add_counts(counts: dict[str, int], line: str) -> None:
-    import json
-
     extra = json.loads(line).get("denoiser") or {}
     for key in ("candidates", "hard_candidates", "scored_pairs", "fp_confident", "fn_confident"):
         counts[key] = counts.get(key, 0) + int(extra.get(key, 0) or 0)
