@@ -17,6 +17,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
@@ -25,9 +26,11 @@ import pytest
 import torch
 
 from llmhd_cli.cli import main
+from llmhd_cli.denoising import SampleBatch, TrainContext
+from llmhd_cli.llm_judge import JudgeStats
 from llmhd_cli.score_history import ScoreHistory
-from llmhd_plugins.llmhd_denoiser import (LLMHDDenoiser, falling, hard_pairwise, hard_pointwise, ld_rate, rising,
-                                          top_fraction)
+from llmhd_plugins.llmhd_denoiser import (OPTIONS, LLMHDDenoiser, falling, hard_pairwise, hard_pointwise, ld_rate,
+                                          rising, top_fraction)
 
 DATASET = "small"
 N_USERS = 150
@@ -335,6 +338,112 @@ def test_score_history_snapshots_are_copies() -> None:
     history.add(users, items)
     variance = history.variance(torch.tensor([0]), torch.tensor([0]))
     assert variance.item() == pytest.approx(np.var([3.0, 6.0]))
+
+
+# ------------------------------------------------- units: one batch through the denoiser, fake judge
+
+
+class FakeJudge:
+    """Scores even items 9 and odd items 2; records what it was asked."""
+
+    def __init__(self, exhausted: bool = False) -> None:
+        self.stats = JudgeStats()
+        self.exhausted = exhausted
+        self.asked: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        self.asked.append((users, items))
+        return np.where(items % 2 == 0, 9.0, 2.0)
+
+
+def make_denoiser(judge: FakeJudge | None, n_users: int = 20, n_items: int = 30, dim: int = 4, seed: int = 0,
+                  **options: Any) -> tuple[LLMHDDenoiser, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A denoiser whose score history holds 3 random snapshots (returned, to recompute variances)."""
+    opts = {o.name: o.default for o in OPTIONS}
+    opts.update(alpha=1.0, **options)
+    data = SimpleNamespace(is_noise=np.zeros(100, dtype=bool))
+    context = TrainContext("bpr", n_users, n_items, 100, 1, torch.device("cpu"), data=data, seed=seed)
+    denoiser = LLMHDDenoiser(opts, context, judge)
+    gen = torch.Generator().manual_seed(1)
+    snaps = [(torch.randn(n_users, dim, generator=gen), torch.randn(n_items, dim, generator=gen)) for _ in range(3)]
+    for u, i in snaps:
+        denoiser.history.add(u, i)
+    denoiser.start_epoch(3)
+    return denoiser, snaps
+
+
+def bpr_batch(n: int = 64, step: int = 100) -> SampleBatch:
+    gen = torch.Generator().manual_seed(2)
+    users = torch.randint(0, 20, (n,), generator=gen)
+    items = torch.randint(0, 30, (n,), generator=gen)
+    negs = torch.randint(0, 30, (n,), generator=gen)
+    losses = torch.rand(n, generator=gen)
+    return SampleBatch("bpr", losses, -losses, torch.ones(n), users, items, negs, torch.arange(n), step, 3)
+
+
+def numpy_variance(snaps: list[tuple[torch.Tensor, torch.Tensor]], users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
+    return np.var(np.stack([(u[users] * i[items]).sum(-1).numpy() for u, i in snaps]), axis=0)
+
+
+def top(values: np.ndarray, fraction: float) -> set[int]:
+    return set(np.argsort(-values, kind="stable")[:math.ceil(fraction * len(values))].tolist())
+
+
+def test_variance_pruning_and_pairwise_judging_on_one_batch() -> None:
+    judge = FakeJudge()
+    denoiser, snaps = make_denoiser(judge, eps_l_max=0.25, eps_v=0.3)
+    recorder = Recorder()
+    denoiser.trace = recorder
+    batch = bpr_batch()
+    decision = denoiser.decide(batch)
+    (b,) = recorder.batches
+    candidates = set(torch.topk(batch.losses, 16).indices.tolist())  # ceil(0.25 * 64)
+    assert b.candidates == candidates
+    cand = torch.tensor(sorted(candidates))
+    pos_v = numpy_variance(snaps, batch.users[cand], batch.items[cand])
+    neg_v = numpy_variance(snaps, batch.users[cand], batch.neg_items[cand])
+    expected = {int(cand[j]) for j in top(pos_v, 0.3) | top(neg_v, 0.3)}
+    assert b.hard_candidates == expected
+    # Fake scores 9 / 2 give gaps of 7, 0, -7: under the paper's rule (gap < eps_pair = 3) hard = gap <= 0.
+    gap = {j: (9 if batch.items[j] % 2 == 0 else 2) - (9 if batch.neg_items[j] % 2 == 0 else 2) for j in expected}
+    assert b.hard == {j for j, g in gap.items() if g < 3}
+    assert set(torch.nonzero(decision.dropped).flatten().tolist()) == candidates - b.hard
+    assert decision.weights.tolist() == (~decision.dropped).float().tolist()
+    (users, items), = judge.asked  # one request per batch: positives then negatives
+    assert len(items) == 2 * len(expected)
+
+
+def test_random_pruning_draws_as_many_as_variance_pruning() -> None:
+    vs, _ = make_denoiser(FakeJudge(), eps_l_max=0.25, eps_v=0.3, variant="ld-vs-lms")
+    picks = []
+    for seed in (0, 1):
+        rs, _ = make_denoiser(FakeJudge(), seed=seed, eps_l_max=0.25, eps_v=0.3, variant="ld-rs-lms")
+        vs.trace = Recorder()
+        rs.trace = Recorder()
+        batch = bpr_batch()
+        vs.decide(batch)
+        rs.decide(batch)
+        (v,), (r,) = vs.trace.batches, rs.trace.batches
+        assert r.candidates == v.candidates and r.hard_candidates <= r.candidates
+        assert len(r.hard_candidates) == r.n_hard_candidates == len(v.hard_candidates)
+        picks.append(r.hard_candidates)
+    assert picks[0] != picks[1]  # the draw follows the run's seed
+    # --pruning overrides the variant's choice.
+    forced, _ = make_denoiser(FakeJudge(), variant="full", pruning="random")
+    assert forced.variant["pruning"] == "random"
+
+
+def test_exhausted_budget_turns_llm_scoring_off(caplog: pytest.LogCaptureFixture) -> None:
+    judge = FakeJudge(exhausted=True)
+    denoiser, _ = make_denoiser(judge, eps_l_max=0.25)
+    denoiser.trace = Recorder()
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            decision = denoiser.decide(bpr_batch())
+    assert judge.asked == []
+    assert all(not b.hard_candidates and b.dropped == b.candidates for b in denoiser.trace.batches)
+    assert int(decision.dropped.sum()) == 16
+    assert sum("budget" in r.getMessage() for r in caplog.records) == 1  # said once, not per batch
 
 
 # ------------------------------------------------------------- invariants on real mini-batches
