@@ -6,8 +6,6 @@ computes positive and negative scores for the batch's (user, pos, neg) triples a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
@@ -40,18 +38,59 @@ def opposite_label_losses(objective: str, scores: torch.Tensor, labels: torch.Te
     return F.softplus(scores) * labels + F.softplus(-scores) * (1 - labels)
 
 
-@dataclass
 class BatchStats:
-    """Running per-epoch counters the seam keeps for the run log."""
+    """Per-epoch counters the seam keeps for the run log.
 
-    samples: int = 0
-    dropped: int = 0
-    loss_sum: float = 0.0
-    dropped_pairs: list[torch.Tensor] = field(default_factory=list)
+    The seam records each batch as on-device tensors and they are read back once, when a
+    counter is first read after the epoch: reading a value to the host every batch would make
+    the CPU wait for the accelerator at every step.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
 
     def reset(self) -> None:
-        self.samples, self.dropped, self.loss_sum = 0, 0, 0.0
-        self.dropped_pairs = []
+        self.samples = 0
+        self._loss_sums: list[torch.Tensor] = []
+        self._n_dropped: list[torch.Tensor] = []
+        self._dropped_index: list[torch.Tensor] = []  # pair_index where dropped, else -1
+        self._readout: tuple[int, float, list[torch.Tensor]] | None = None
+
+    def record(self, losses: torch.Tensor, dropped: torch.Tensor, pair_index: torch.Tensor) -> None:
+        """One batch: its per-sample losses, dropped mask and pair indices (no host read)."""
+        self.samples += int(losses.shape[0])
+        self._loss_sums.append(losses.detach().sum())
+        self._n_dropped.append(dropped.sum())
+        self._dropped_index.append(torch.where(dropped, pair_index, -1))
+        self._readout = None
+
+    def _read(self) -> tuple[int, float, list[torch.Tensor]]:
+        if self._readout is None:
+            dropped, loss_sum, pairs = 0, 0.0, []
+            if self._loss_sums:
+                # Python float additions in batch order: the same sum as reading each batch's
+                # float32 total as it came.
+                for value in torch.stack(self._loss_sums).tolist():
+                    loss_sum += value
+                dropped = int(torch.stack(self._n_dropped).sum())
+                if dropped:
+                    index = torch.cat(self._dropped_index)
+                    pairs = [index[index >= 0].cpu()]
+            self._readout = (dropped, loss_sum, pairs)
+        return self._readout
+
+    @property
+    def dropped(self) -> int:
+        return self._read()[0]
+
+    @property
+    def loss_sum(self) -> float:
+        return self._read()[1]
+
+    @property
+    def dropped_pairs(self) -> list[torch.Tensor]:
+        """Training-set rows of the dropped positive samples, in batch order."""
+        return self._read()[2]
 
 
 class LossSeam(torch.nn.Module):
@@ -87,11 +126,5 @@ class LossSeam(torch.nn.Module):
             losses = torch.where(decision.relabel, opposite_label_losses(self.objective, scores, labels), losses)
         kept = (~decision.dropped).sum().clamp(min=1)
         loss = (decision.weights.detach() * losses).sum() / kept
-        self.stats.samples += int(losses.shape[0])
-        n_dropped = int(decision.dropped.sum())
-        self.stats.dropped += n_dropped
-        self.stats.loss_sum += float(losses.detach().sum())
-        if n_dropped:
-            dropped_idx = pair_index[decision.dropped]
-            self.stats.dropped_pairs.append(dropped_idx[dropped_idx >= 0].cpu())
+        self.stats.record(losses, decision.dropped, pair_index)
         return loss

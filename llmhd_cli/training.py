@@ -143,6 +143,55 @@ class NegativeSampler:
         return neg
 
 
+class EpochLoop:
+    """One pass over the training pairs: shuffle, uniform negatives, then RecBole's loss per mini-batch.
+
+    `train` runs one per epoch; benchmarks time it on its own. Every random draw comes from
+    ``rng`` (order, then negatives) so a seed fixes the batches.
+    """
+
+    def __init__(self, model: torch.nn.Module, backbone: Any, data: RecBoleData, seam: LossSeam,
+                 optimizer: torch.optim.Optimizer, rng: np.random.Generator, batch_size: int,
+                 device: torch.device) -> None:
+        from recbole.data.interaction import Interaction
+
+        self._interaction = Interaction
+        self.model, self.backbone, self.data, self.seam = model, backbone, data, seam
+        self.optimizer, self.rng, self.batch_size, self.device = optimizer, rng, batch_size, device
+        self.sampler = NegativeSampler(data, rng)
+        self.n_train = len(data.train_users)
+        self.n_batches = -(-self.n_train // batch_size)
+        self.users_t = torch.as_tensor(data.train_users, dtype=torch.long)
+        self.items_t = torch.as_tensor(data.train_items, dtype=torch.long)
+
+    def run(self, epoch: int, step: int, observer: TrainObserver) -> tuple[int, dict[str, Any]]:
+        """Train one epoch; returns the global step after it and the denoiser's epoch diagnostics."""
+        model, backbone, data, seam, device, bs = self.model, self.backbone, self.data, self.seam, self.device, self.batch_size
+        uid, iid, nid = model.USER_ID, model.ITEM_ID, model.NEG_ITEM_ID
+        if backbone.on_epoch_start is not None:
+            backbone.on_epoch_start(model, epoch, data.config)
+        model.train()
+        seam.denoiser.start_epoch(epoch)
+        seam.stats.reset()
+        observer.epoch_start(epoch, self.n_batches)
+        order = torch.as_tensor(self.rng.permutation(self.n_train))
+        negatives = torch.as_tensor(self.sampler.sample(data.train_users[order.numpy()]), dtype=torch.long)
+        # Gather the epoch's rows once and move them in one transfer each; batches are slices (views).
+        users_e, items_e = self.users_t[order].to(device), self.items_t[order].to(device)
+        neg_e, rows_e = negatives.to(device), order.to(device)
+        for b in range(self.n_batches):
+            batch = slice(b * bs, (b + 1) * bs)
+            users, pos, neg = users_e[batch], items_e[batch], neg_e[batch]
+            seam.set_batch(users, pos, neg, rows_e[batch], step, epoch)
+            loss = backbone.batch_loss(model, self._interaction({uid: users, iid: pos, nid: neg}), seam, epoch, data.config)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            step += 1
+            observer.batch_done()
+        return step, seam.denoiser.end_epoch(epoch, model)
+
+
 def denoiser_options(spec: DenoiserSpec, given: dict[str, Any]) -> dict[str, Any]:
     """The denoiser's options: its defaults overridden by ``given``; unknown keys are errors."""
     known = {o.name: o for o in spec.options}
@@ -192,7 +241,6 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
         raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
 
-    from recbole.data.interaction import Interaction
     from recbole.utils import init_seed
 
     data = load_recbole_data(dataset, backbone, config.backbone_params, config.seed, device)
@@ -213,10 +261,7 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     seam = LossSeam(config.objective, denoiser)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
-    sampler = NegativeSampler(data, rng)
-    users_t = torch.as_tensor(data.train_users, dtype=torch.long)
-    items_t = torch.as_tensor(data.train_items, dtype=torch.long)
-    uid, iid, nid = model.USER_ID, model.ITEM_ID, model.NEG_ITEM_ID
+    loop = EpochLoop(model, backbone, data, seam, optimizer, rng, config.batch_size, device)
 
     observer.message(
         f"training {config.backbone} ({config.objective}, denoiser {config.denoiser}) on {dataset.name}: "
@@ -227,26 +272,7 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     epoch = -1
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        if backbone.on_epoch_start is not None:
-            backbone.on_epoch_start(model, epoch, data.config)
-        model.train()
-        denoiser.start_epoch(epoch)
-        seam.stats.reset()
-        observer.epoch_start(epoch, n_batches)
-        order = torch.as_tensor(rng.permutation(n_train))
-        negatives = torch.as_tensor(sampler.sample(data.train_users[order.numpy()]), dtype=torch.long)
-        for b in range(n_batches):
-            rows = order[b * config.batch_size:(b + 1) * config.batch_size]
-            users, pos = users_t[rows].to(device), items_t[rows].to(device)
-            neg = negatives[b * config.batch_size:(b + 1) * config.batch_size].to(device)
-            seam.set_batch(users, pos, neg, rows.to(device), step, epoch)
-            loss = backbone.batch_loss(model, Interaction({uid: users, iid: pos, nid: neg}), seam, epoch, data.config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            observer.batch_done()
-        extra = denoiser.end_epoch(epoch, model)
+        step, extra = loop.run(epoch, step, observer)
         train_seconds = time.perf_counter() - start
         epoch_times.append(train_seconds)
         record = EpochRecord(
