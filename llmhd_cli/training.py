@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -256,8 +257,14 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     runs.write_config(run_dir, resolved)
     runs.write_environment(run_dir, str(device))
 
-    context = TrainContext(config.objective, data.n_users, data.n_items, n_train, n_batches, device, run_dir, dataset)
-    denoiser = (denoiser_factory or spec.factory)(options, context)
+    context = TrainContext(config.objective, data.n_users, data.n_items, n_train, n_batches, device, run_dir, dataset,
+                           backbone=backbone, data=data, workspace=runs_root.parent, seed=config.seed)
+    try:
+        denoiser = (denoiser_factory or spec.factory)(options, context)
+    except BaseException:
+        # A rejected option or a missing LLM prerequisite: leave no half-made run behind.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     seam = LossSeam(config.objective, denoiser)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
@@ -311,8 +318,24 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
         "valid": best_valid,
         "test": test,
         "n_noise": int(data.is_noise.sum()),
+        "noise_detection": _noise_summary(record) if epoch >= 0 else None,
     })
     return result
+
+
+def _noise_summary(record: EpochRecord) -> dict[str, Any] | None:
+    """How the final epoch's denoiser treated the injected noise: precision/recall/F1 of the
+    positives it dropped and, for denoisers with a notion of hard samples, the share of noise
+    among its candidates that it kept as hard."""
+    if record.noise is None:
+        return None
+    out: dict[str, Any] = {"epoch": record.epoch, **record.noise}
+    candidates = record.denoiser.get("noise_candidates")
+    if candidates:
+        out["noise_candidates"] = candidates
+        out["noise_kept_hard"] = record.denoiser.get("noise_kept_hard", 0)
+        out["kept_hard_share"] = out["noise_kept_hard"] / candidates
+    return out
 
 
 def _metric(model: torch.nn.Module, data: RecBoleData, config: TrainConfig) -> float:
