@@ -20,6 +20,7 @@ dataset there instead of preparing it into a temporary folder. Not a timed test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import statistics
@@ -81,7 +82,10 @@ def build_recbole(data, backbone, checkpoints: Path):
     train_data, _, _ = data_preparation(config, create_dataset(config))
     init_seed(SEED, reproducibility=True)
     model = backbone.load_class()(config, train_data.dataset).to(config["device"])
-    return Trainer(config, model), train_data
+    # RecBole's Trainer opens a TensorBoard writer under ./log_tensorboard: keep it in the temporary folder.
+    with contextlib.chdir(checkpoints.parent):
+        trainer = Trainer(config, model)
+    return trainer, train_data
 
 
 def main() -> None:
