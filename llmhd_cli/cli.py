@@ -298,6 +298,7 @@ METRIC_KEYS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 @click.option("--valid-metric", default=None, help="Early-stopping metric, recall@K or ndcg@K [default: ndcg@10].")
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling and shuffling [default: 2024].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="auto uses a GPU when present [default: auto].")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default, one per core [default: 0].")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Backbone (RecBole) setting, e.g. --set n_layers=3; repeatable.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file of train settings (the keys of a run's config.toml); flags override it.")

@@ -50,6 +50,7 @@ class TrainConfig:
     valid_metric: str = "ndcg@10"
     seed: int = 2024
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
     backbone_params: dict[str, Any] = field(default_factory=dict)  # RecBole settings of the model
     denoiser_params: dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +68,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
             raise LLMHDError(f"--objective: expected one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
+        if self.threads < 0:
+            raise LLMHDError(f"--threads: must be 0 (torch's default) or more, got {self.threads}")
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise LLMHDError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
@@ -239,6 +242,9 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     spec: DenoiserSpec = plugins.registry("denoiser").get(config.denoiser, "--denoiser")
     options = denoiser_options(spec, config.denoiser_params)
     device = resolve_device(config.device)
+    if config.threads:
+        # On a shared or small machine fewer threads than cores can be much faster.
+        torch.set_num_threads(config.threads)
     if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
         raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
 
