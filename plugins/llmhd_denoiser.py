@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -130,6 +131,11 @@ class LLMHDDenoiser(Denoiser):
         self.fn_counts: dict[int, int] = {}
         self.fn_done: set[int] = set()
         self._epoch_negatives: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # PU's positives never change, so each snapshot scores them once when it is taken and the
+        # variance reads these rows: one gather per epoch instead of m (same values as
+        # ScoreHistory.variance, which rescores every snapshot).
+        self._pos_scores: deque[torch.Tensor] = deque(maxlen=options["history"])
+        self._pos_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._counts: dict[str, float] = {}
         self._judge_before = JudgeStats()
 
@@ -246,6 +252,8 @@ class LLMHDDenoiser(Denoiser):
     def end_epoch(self, epoch: int, model: torch.nn.Module) -> dict[str, Any]:
         users, items = self.context.backbone.embeddings(model)
         self.history.add(users, items)
+        if self.variant["pu"]:
+            self._pos_scores.append(self._score_positives(users, items))
         pu = self._update_preferences(epoch) if self.variant["pu"] and self._llm_on() and self.history.ready else {}
         out: dict[str, Any] = dict(self._counts)
         out["eps_l"] = ld_rate(self.step, self.o["alpha"], self.o["eps_l_max"], self.o["ld_schedule"])
@@ -255,16 +263,30 @@ class LLMHDDenoiser(Denoiser):
             out["llm_off"] = self.judge.exhausted
         return out
 
+    def _positive_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pos_pairs is None:
+            data, device = self.context.data, self.context.device
+            self._pos_pairs = (torch.as_tensor(data.train_users, device=device).long(),
+                               torch.as_tensor(data.train_items, device=device).long())
+        return self._pos_pairs
+
+    @torch.no_grad()
+    def _score_positives(self, users: torch.Tensor, items: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+        pos_users, pos_items = self._positive_pairs()
+        return torch.cat([(users[pos_users[s:s + chunk]] * items[pos_items[s:s + chunk]]).sum(-1)
+                          for s in range(0, len(pos_users), chunk)])
+
+    def positive_variance(self) -> torch.Tensor:
+        """Population variance of every training positive's score over the recorded epochs."""
+        return torch.stack(list(self._pos_scores)).var(dim=0, unbiased=False)
+
     def _update_preferences(self, epoch: int) -> dict[str, Any]:
         """PU: flag FP positives / FN negatives by variance, rewrite profiles once a pair is confident."""
         data = self.context.data
-        device = self.context.device
         eps_l = ld_rate(self.step, self.o["alpha"], self.o["eps_l_max"], self.o["ld_schedule"])
         gamma = self.o["eps_gamma"]
-        pos_users = torch.as_tensor(data.train_users, device=device)
-        pos_items = torch.as_tensor(data.train_items, device=device)
         # Positives: the lowest eps_l fraction of variance is flagged false positive.
-        fp_rows = top_fraction(-self.history.variance(pos_users, pos_items), eps_l).cpu().numpy()
+        fp_rows = top_fraction(-self.positive_variance(), eps_l).cpu().numpy()
         self.fp_counts[fp_rows] += 1
         confident_fp = np.flatnonzero((self.fp_counts >= gamma) & ~self.fp_done)
         self.fp_done[confident_fp] = True

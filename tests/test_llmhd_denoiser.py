@@ -446,6 +446,28 @@ def test_exhausted_budget_turns_llm_scoring_off(caplog: pytest.LogCaptureFixture
     assert sum("budget" in r.getMessage() for r in caplog.records) == 1  # said once, not per batch
 
 
+def test_pu_positive_variance_equals_the_score_history() -> None:
+    # PU scores the training positives once per snapshot; the variance must be exactly what the
+    # score history gives (70k pairs: more than one 65,536-pair chunk).
+    n_users, n_items, n_train, dim = 300, 200, 70_000, 16
+    gen = torch.Generator().manual_seed(3)
+    pos_users = torch.randint(1, n_users, (n_train,), generator=gen)
+    pos_items = torch.randint(1, n_items, (n_train,), generator=gen)
+    snaps = iter([(torch.randn(n_users, dim, generator=gen), torch.randn(n_items, dim, generator=gen)) for _ in range(5)])
+    data = SimpleNamespace(is_noise=np.zeros(n_train, dtype=bool), train_users=pos_users.numpy(), train_items=pos_items.numpy())
+    backbone = SimpleNamespace(embeddings=lambda model: next(snaps))
+    context = TrainContext("bpr", n_users, n_items, n_train, 1, torch.device("cpu"), data=data, backbone=backbone)
+    opts = {o.name: o.default for o in OPTIONS}
+    opts.update(history=3)
+    denoiser = LLMHDDenoiser(opts, context, None)
+    for epoch in range(5):  # the ring of scores must follow the history's window (m = 3)
+        denoiser.start_epoch(epoch)
+        denoiser.end_epoch(epoch, torch.nn.Linear(1, 1))
+        if denoiser.history.ready:
+            assert torch.equal(denoiser.positive_variance(), denoiser.history.variance(pos_users, pos_items))
+    assert len(denoiser.history) == 3
+
+
 # ------------------------------------------------------------- invariants on real mini-batches
 
 
