@@ -187,7 +187,7 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
     from llmhd_cli.llm.estimate import record_spending
 
     dataset = open_dataset(workspace, options.dataset)
-    item_texts = require_item_texts(dataset)
+    require_item_texts(dataset)  # a dataset without item texts fails here, before any call
     if options.max_items < 1:
         raise LLMHDError(f"--max-items: must be at least 1, got {options.max_items}")
     tset = template_set_for(dataset.info.domain, options.prompts)

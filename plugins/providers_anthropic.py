@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from llmhd_cli.hookspecs import hookimpl
-from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
+from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider
 from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
 from llmhd_plugins.providers_openai import provider_error
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from llmhd_cli import plugins
 from llmhd_cli.cli import main
+from cli_helpers import run_cli, write_ml100k_cut
 
 DATASET = "small"
 N_USERS = 150
@@ -28,15 +26,7 @@ FAST = ("--epochs", "4", "--alpha", "50", "--eps-gamma", "2", "--batch-size", "1
 OPENAI = ("--provider", "openai", "--model", "gpt-4o-mini")
 
 
-def run_cli(capsys: pytest.CaptureFixture, workspace: Path | None, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main((["--workspace", str(workspace)] if workspace else []) + list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+
 
 
 def table_row(out: str, first: str) -> list[str]:
@@ -84,14 +74,7 @@ def no_llm_calls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, clean_env: None) -> Path:
-    import recbole
-
-    bundled = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
-    frame = pd.read_csv(bundled / "ml-100k.inter", sep="\t")
-    users = np.sort(frame["user_id:token"].unique())[:N_USERS]
-    source = tmp_path_factory.mktemp("source")
-    frame[frame["user_id:token"].isin(users)].to_csv(source / f"{DATASET}.inter", sep="\t", index=False)
-    shutil.copy(bundled / "ml-100k.item", source / f"{DATASET}.item")
+    source = write_ml100k_cut(tmp_path_factory.mktemp("source"), DATASET, N_USERS, with_items=True)
     ws = tmp_path_factory.mktemp("ws")
     main(["--workspace", str(ws), "prepare", "--dataset", DATASET, "--source", str(source), "--kcore", "10",
           "--domain", "movies"])

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from llmhd_cli.cli import main
 from llmhd_cli.config import read_toml
 from llmhd_cli.denoising import Decision, Denoiser, SampleBatch
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.objectives import LossSeam, opposite_label_losses, per_sample_losses
 from llmhd_plugins.dcf_denoiser import SPEC, DoubleCorrection, _check, damp, lower_bound_margin
+from cli_helpers import call_main, write_ml100k_cut
 
 DATASET = "small"
 N_USERS = 150
@@ -283,34 +282,23 @@ def test_flags_are_unique_and_registered() -> None:
 # ------------------------------------------------------------------------------- end to end
 
 
-def _main(workspace: Path, *args: str) -> int:
-    try:
-        main(["--workspace", str(workspace), *args])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
+
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A workspace holding the 150-user cut of ml-100k, prepared with a 10-core."""
-    import recbole
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
         mp.delenv("LLMHD_WORKSPACE", raising=False)
-        bundled = Path(recbole.__file__).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
-        frame = pd.read_csv(bundled, sep="\t")
-        users = np.sort(frame["user_id:token"].unique())[:N_USERS]
-        source = tmp_path_factory.mktemp("source")
-        frame[frame["user_id:token"].isin(users)].to_csv(source / f"{DATASET}.inter", sep="\t", index=False)
+        source = write_ml100k_cut(tmp_path_factory.mktemp("source"), DATASET, N_USERS)
         ws = tmp_path_factory.mktemp("ws")
-        assert _main(ws, "prepare", "--dataset", DATASET, "--source", str(source), "--kcore", "10") == 0
+        assert call_main(ws, "prepare", "--dataset", DATASET, "--source", str(source), "--kcore", "10") == 0
         yield ws
 
 
 def _train(workspace: Path, run_dir: Path, *flags: str) -> int:
-    return _main(workspace, "train", "-d", DATASET, "--batch-size", str(BATCH), "--device", "cpu",
+    return call_main(workspace, "train", "-d", DATASET, "--batch-size", str(BATCH), "--device", "cpu",
                  "--run-dir", str(run_dir), "--denoiser", "dcf", *flags)
 
 
@@ -355,7 +343,7 @@ def test_train_bad_dcf_values_exit_2(workspace: Path, tmp_path: Path, capsys: py
 
 def test_dcf_flag_needs_the_dcf_denoiser(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     capsys.readouterr()
-    code = _main(workspace, "train", "-d", DATASET, "--device", "cpu", "--run-dir", str(tmp_path / "r"),
+    code = call_main(workspace, "train", "-d", DATASET, "--device", "cpu", "--run-dir", str(tmp_path / "r"),
                  "--denoiser", "tce", "--dcf-sigma2", "0.1")
     _, err = capsys.readouterr()
     assert code == 2 and "an option of denoiser dcf" in err

@@ -8,7 +8,6 @@ reported whatever pytest's capture mode (a junit property, a log record and a te
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest

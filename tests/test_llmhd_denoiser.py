@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from llmhd_cli.cli import main
+from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 from llmhd_cli.denoising import SampleBatch, TrainContext
 from llmhd_cli.llm_judge import JudgeStats
 from llmhd_cli.score_history import ScoreHistory
@@ -45,19 +43,10 @@ DIAGNOSTICS = ("samples", "candidates", "hard_candidates", "hard", "noise_candid
 # ------------------------------------------------------------------------------- helpers
 
 
-def _main(workspace: Path, *args: str) -> int:
-    try:
-        main(["--workspace", str(workspace), *args])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
-def run_cli(capsys: pytest.CaptureFixture, workspace: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = _main(workspace, *args)
-    out, err = capsys.readouterr()
-    return code, out, err
+
+
 
 
 def train_args(run_dir: Path, *flags: str, dataset: str = DATASET) -> list[str]:
@@ -70,15 +59,7 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def assert_user_error(code: int, out: str, err: str, *words: str) -> None:
-    """Exit code 2 and exactly one line on stderr naming ``words``; no traceback."""
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert "Traceback" not in out + err
+
 
 
 @dataclass
@@ -109,7 +90,7 @@ def traced_train(workspace: Path, run_dir: Path, *flags: str, dataset: str = DAT
     recorder = Recorder()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LLMHDDenoiser, "trace", recorder)
-        assert _main(workspace, *train_args(run_dir, *flags, dataset=dataset)) == 0
+        assert call_main(workspace, *train_args(run_dir, *flags, dataset=dataset)) == 0
     return recorder
 
 
@@ -168,26 +149,16 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def _write_source(folder: Path) -> Path:
-    import recbole
-
-    bundled = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
-    frame = pd.read_csv(bundled / "ml-100k.inter", sep="\t")
-    users = np.sort(frame["user_id:token"].unique())[:N_USERS]
-    folder.mkdir(parents=True, exist_ok=True)
-    frame[frame["user_id:token"].isin(users)].to_csv(folder / f"{DATASET}.inter", sep="\t", index=False)
-    shutil.copy(bundled / "ml-100k.item", folder / f"{DATASET}.item")
-    return folder
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, isolated_env: None) -> Path:
     """The small dataset, prepared and summarized (embed), plus ``bare``: the same data, no profiles."""
-    source = _write_source(tmp_path_factory.mktemp("source"))
+    source = write_ml100k_cut(tmp_path_factory.mktemp("source"), DATASET, N_USERS, with_items=True)
     ws = tmp_path_factory.mktemp("ws")
     for name in (DATASET, "bare"):
-        assert _main(ws, "prepare", "-d", name, "--source", str(source), "--kcore", "10", "--domain", "movies") == 0
-    assert _main(ws, "summarize", "-d", DATASET, "--provider", "embed") == 0
+        assert call_main(ws, "prepare", "-d", name, "--source", str(source), "--kcore", "10", "--domain", "movies") == 0
+    assert call_main(ws, "summarize", "-d", DATASET, "--provider", "embed") == 0
     return ws
 
 
@@ -485,7 +456,7 @@ def test_bce_batches_nest_and_drop_b_n_minus_b_h(bce_run: tuple[Path, Recorder],
 
 def test_eps_v_zero_is_exactly_loss_based_denoising(workspace: Path, tmp_path: Path) -> None:
     ld, zero = tmp_path / "ld", tmp_path / "zero"
-    assert _main(workspace, *train_args(ld, "--variant", "ld")) == 0
+    assert call_main(workspace, *train_args(ld, "--variant", "ld")) == 0
     recorder = traced_train(workspace, zero, "--eps-v", "0")
     assert all(not b.hard_candidates for b in recorder.batches)
     a, b = read_log(ld), read_log(zero)

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from llmhd_cli.cli import main
 from llmhd_cli.datasets import DatasetInfo, open_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.prepare import PrepareOptions, _split_per_user, ensure_prepared, prepare_dataset
+from cli_helpers import run_cli
 
 AMAZON = Path("/work/shared/data/rlmrec/amazon-books")
 
@@ -26,15 +26,7 @@ AMAZON = Path("/work/shared/data/rlmrec/amazon-books")
 # ------------------------------------------------------------------------------- helpers
 
 
-def run_cli(capsys: pytest.CaptureFixture, workspace: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(["--workspace", str(workspace), *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:

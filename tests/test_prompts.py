@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import run_cli
 from llmhd_cli import plugins
-from llmhd_cli.cli import main
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import TASKS
@@ -26,15 +26,7 @@ ROLES = {"books": "professional book editor", "businesses": "business reviewer",
          "movies": "film critic", "items": "recommendation analyst"}
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+
 
 
 # ------------------------------------------------------------------------------ shipped sets
@@ -253,14 +245,14 @@ def test_plugins_add_sets_through_the_same_hook():
 
 
 def test_prompts_cli_list_show_export(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "prompts", "list")
+    code, out, _ = run_cli(capsys, None, "prompts", "list")
     assert code == 0 and all(name in out for name in DOMAINS)
-    code, out, _ = run_cli(capsys, "prompts", "show", "books/score")
+    code, out, _ = run_cli(capsys, None, "prompts", "show", "books/score")
     assert code == 0 and "professional book editor" in out and "books/score" in out
-    code, out, _ = run_cli(capsys, "prompts", "export", str(tmp_path / "p"), "movies")
+    code, out, _ = run_cli(capsys, None, "prompts", "export", str(tmp_path / "p"), "movies")
     assert code == 0 and (tmp_path / "p" / "movies" / "score.toml").exists()
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["movies"]
-    code, _, err = run_cli(capsys, "prompts", "show", "nope")
+    code, _, err = run_cli(capsys, None, "prompts", "show", "nope")
     assert code == 2 and "unknown prompt set 'nope'" in err
 
 
@@ -268,7 +260,7 @@ def test_broken_user_folder_is_one_line_exit_2(tmp_path, capsys):
     shutil.copytree(builtin_prompts_dir() / "movies", tmp_path / "movies")
     bad = tmp_path / "movies" / "score.toml"
     bad.write_text(bad.read_text().replace("{user_profile}", "{user}"))
-    code, _, err = run_cli(capsys, "prompts", "list", "--prompts", str(tmp_path))
+    code, _, err = run_cli(capsys, None, "prompts", "list", "--prompts", str(tmp_path))
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "score.toml" in lines[0] and "key 'prompt'" in lines[0] and "{user}" in lines[0]

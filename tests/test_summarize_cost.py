@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from llmhd_cli import plugins
-from llmhd_cli.cli import main
 from llmhd_cli.datasets import DatasetInfo, open_dataset
 from llmhd_cli.llm.base import LLMResponse, Provider
 from llmhd_cli.llm.estimate import (
@@ -28,6 +27,7 @@ from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
 from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.llm.tokens import count_prompt_tokens
 from llmhd_cli.summarize import SummarizeOptions, summarize, summarize_requests
+from cli_helpers import run_cli
 
 BOOKS = {
     "b1": "title: Dune; genres: science fiction, desert planet, politics",
@@ -74,15 +74,7 @@ def env(tmp_path, monkeypatch):
     return workspace
 
 
-def run_cli(capsys, workspace: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(["--workspace", str(workspace), *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+
 
 
 def table_row(out: str, first: str) -> list[str]:

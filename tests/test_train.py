@@ -20,18 +20,17 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from llmhd_cli.cli import main
 from llmhd_cli.config import read_toml
 from llmhd_cli.denoising import SampleBatch
 from llmhd_cli.evaluation import full_rank_metrics
 from llmhd_cli.objectives import LossSeam, per_sample_losses
 from llmhd_cli.training import NegativeSampler
+from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 
 DATASET = "small"
 N_USERS = 150
@@ -42,20 +41,10 @@ METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 # ------------------------------------------------------------------------------- helpers
 
 
-def run_cli(capsys: pytest.CaptureFixture, workspace: Path | None, *args: str) -> tuple[int, str, str]:
-    """Run ``llmhd [--workspace W] ARGS``; return (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = _main(workspace, *args)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def _main(workspace: Path | None, *args: str) -> int:
-    try:
-        main((["--workspace", str(workspace)] if workspace else []) + list(args))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
+
+
 
 
 def train_args(run_dir: Path, *flags: str) -> list[str]:
@@ -71,15 +60,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def assert_user_error(code: int, out: str, err: str, *words: str) -> None:
-    """Exit code 2 and exactly one line on stderr naming ``words``; no traceback."""
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert "Traceback" not in out + err
+
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -97,15 +78,9 @@ def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, isolated_user_config: None) -> Path:
     """A workspace holding the prepared small dataset."""
-    import recbole
-
-    bundled = Path(recbole.__file__).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
-    frame = pd.read_csv(bundled, sep="\t")
-    users = np.sort(frame["user_id:token"].unique())[:N_USERS]
-    source = tmp_path_factory.mktemp("source")
-    frame[frame["user_id:token"].isin(users)].to_csv(source / f"{DATASET}.inter", sep="\t", index=False)
+    source = write_ml100k_cut(tmp_path_factory.mktemp("source"), DATASET, N_USERS)
     ws = tmp_path_factory.mktemp("ws")
-    code = _main(ws, "prepare", "--dataset", DATASET, "--source", str(source), "--kcore", "10")
+    code = call_main(ws, "prepare", "--dataset", DATASET, "--source", str(source), "--kcore", "10")
     assert code == 0
     return ws
 
@@ -121,7 +96,7 @@ def n_train(workspace: Path) -> int:
 def base_run(workspace: Path) -> Path:
     """LightGCN + BPR, 2 epochs: the run the evaluate and reproducibility tests read."""
     run_dir = workspace / "runs" / "base"
-    assert _main(workspace, *train_args(run_dir, "--backbone", "lightgcn", "--objective", "bpr", "--epochs", "2")) == 0
+    assert call_main(workspace, *train_args(run_dir, "--backbone", "lightgcn", "--objective", "bpr", "--epochs", "2")) == 0
     return run_dir
 
 

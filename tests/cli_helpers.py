@@ -1,0 +1,57 @@
+"""Running the CLI in-process the way a user would, and checking its user errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmhd_cli.cli import main
+
+
+def call_main(workspace: Path | None, *args: str) -> int:
+    """``llmhd [--workspace W] ARGS`` in this process; returns the exit code."""
+    try:
+        main((["--workspace", str(workspace)] if workspace else []) + list(args))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def run_cli(capsys: pytest.CaptureFixture, workspace: Path | None, *args: str) -> tuple[int, str, str]:
+    """Like `call_main`, also returning what it printed: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = call_main(workspace, *args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, out: str, err: str, *words: str) -> None:
+    """Exit code 2 and exactly one line on stderr naming ``words``; no traceback."""
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in out + err
+
+
+def write_ml100k_cut(folder: Path, name: str, n_users: int, with_items: bool = False) -> Path:
+    """Atomic files of RecBole's bundled ml-100k restricted to its first ``n_users`` users,
+    as ``<folder>/<name>.inter`` (and ``.item`` with titles, years and genres): a small real
+    dataset with ratings for end-to-end tests."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+    import recbole
+
+    bundled = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
+    frame = pd.read_csv(bundled / "ml-100k.inter", sep="\t")
+    users = np.sort(frame["user_id:token"].unique())[:n_users]
+    folder.mkdir(parents=True, exist_ok=True)
+    frame[frame["user_id:token"].isin(users)].to_csv(folder / f"{name}.inter", sep="\t", index=False)
+    if with_items:
+        shutil.copy(bundled / "ml-100k.item", folder / f"{name}.item")
+    return folder
