@@ -814,6 +814,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         err_console.print("aborted")
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line like every other user error, naming where to read more.
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}{where}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

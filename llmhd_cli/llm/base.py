@@ -100,6 +100,10 @@ class Provider:
     def complete(self, request: LLMRequest) -> LLMResponse:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def warm(self, requests: list[LLMRequest]) -> None:
+        """Optional: prepare for these uncached requests together before they are sent one by
+        one (a local model can batch its work). The default does nothing."""
+
     def close(self) -> None:
         """Release connections; called by the client's ``close``."""
 

@@ -135,15 +135,21 @@ class LLMClient:
         results: list[LLMResult | None] = [None] * len(requests)
         futures: dict[Any, int] = {}
         try:
+            misses: list[int] = []
             for i, request in enumerate(requests):
                 # Hits are answered here, without a thread hop: cached reruns are then cheap.
                 quick = self._quick(request)
                 if quick is None:
-                    futures[self._pool.submit(self._one, request)] = i
+                    misses.append(i)
                     continue
                 results[i] = quick
                 if on_result is not None:
                     on_result(quick)
+            if misses:
+                # Providers that batch (embed encodes texts together) prepare all misses at once.
+                self.provider.warm([requests[i] for i in misses])
+            for i in misses:
+                futures[self._pool.submit(self._one, requests[i])] = i
             for future in as_completed(futures):
                 result = future.result()
                 results[futures[future]] = result
