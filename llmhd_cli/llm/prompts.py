@@ -34,6 +34,7 @@ import re
 import shutil
 import string
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -150,7 +151,7 @@ class Template:
     source: str = ""  # the file it came from
     text: str = ""  # the file's text, for `llmhd prompts show` and export
 
-    @property
+    @cached_property  # rendered for every request: hash the template once
     def hash(self) -> str:
         payload = {
             "task": self.task, "system": self.system, "prompt": self.prompt, "reask_hint": self.reask_hint,
@@ -159,6 +160,10 @@ class Template:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
     def placeholders(self) -> set[str]:
+        return self._placeholders
+
+    @cached_property
+    def _placeholders(self) -> set[str]:
         return _placeholders(self.prompt) | _placeholders(self.system) | _placeholders(self.reask_hint or "")
 
     def parse(self, text: str) -> Any:
