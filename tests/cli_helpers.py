@@ -55,3 +55,14 @@ def write_ml100k_cut(folder: Path, name: str, n_users: int, with_items: bool = F
     if with_items:
         shutil.copy(bundled / "ml-100k.item", folder / f"{name}.item")
     return folder
+
+
+def table_row(out: str, first: str) -> list[str]:
+    """The cells of the rich table row whose first cell is ``first`` (its first line)."""
+    import re
+
+    for line in out.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{out}")

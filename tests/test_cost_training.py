@@ -18,24 +18,12 @@ import pytest
 
 from llmhd_cli import plugins
 from llmhd_cli.cli import main
-from cli_helpers import run_cli, write_ml100k_cut
+from cli_helpers import run_cli, table_row, write_ml100k_cut
 
 DATASET = "small"
 N_USERS = 150
 FAST = ("--epochs", "4", "--alpha", "50", "--eps-gamma", "2", "--batch-size", "1024", "--device", "cpu")
 OPENAI = ("--provider", "openai", "--model", "gpt-4o-mini")
-
-
-
-
-
-def table_row(out: str, first: str) -> list[str]:
-    """The cells of the rich table row starting with ``first`` (its first line)."""
-    for line in out.splitlines():
-        cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
-        if cells and cells[0] == first:
-            return cells
-    raise AssertionError(f"no row {first!r} in:\n{out}")
 
 
 def counts(out: str, name: str) -> tuple[int, int, int]:

@@ -282,9 +282,6 @@ def test_flags_are_unique_and_registered() -> None:
 # ------------------------------------------------------------------------------- end to end
 
 
-
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A workspace holding the 150-user cut of ml-100k, prepared with a 10-core."""

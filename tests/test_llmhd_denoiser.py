@@ -43,12 +43,6 @@ DIAGNOSTICS = ("samples", "candidates", "hard_candidates", "hard", "noise_candid
 # ------------------------------------------------------------------------------- helpers
 
 
-
-
-
-
-
-
 def train_args(run_dir: Path, *flags: str, dataset: str = DATASET) -> list[str]:
     """llmhd training on the small dataset; ``flags`` add to or override these."""
     return ["train", "-d", dataset, "--denoiser", "llmhd", "--alpha", str(ALPHA), "--epochs", str(EPOCHS),
@@ -57,9 +51,6 @@ def train_args(run_dir: Path, *flags: str, dataset: str = DATASET) -> list[str]:
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-
 
 
 @dataclass
@@ -147,8 +138,6 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                      "LLMHD_MAX_COST", "LLMHD_CONCURRENCY"):
             mp.delenv(name, raising=False)
         yield
-
-
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,6 @@ AMAZON = Path("/work/shared/data/rlmrec/amazon-books")
 # ------------------------------------------------------------------------------- helpers
 
 
-
-
-
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return set(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
 

@@ -26,9 +26,6 @@ ROLES = {"books": "professional book editor", "businesses": "business reviewer",
          "movies": "film critic", "items": "recommendation analyst"}
 
 
-
-
-
 # ------------------------------------------------------------------------------ shipped sets
 
 

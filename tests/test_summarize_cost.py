@@ -6,7 +6,6 @@ CLI tests call `llmhd_cli.cli.main` and catch its SystemExit (user errors: one l
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
 from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.llm.tokens import count_prompt_tokens
 from llmhd_cli.summarize import SummarizeOptions, summarize, summarize_requests
-from cli_helpers import run_cli
+from cli_helpers import run_cli, table_row
 
 BOOKS = {
     "b1": "title: Dune; genres: science fiction, desert planet, politics",
@@ -72,18 +71,6 @@ def env(tmp_path, monkeypatch):
     workspace = tmp_path / "ws"
     make_dataset(workspace)
     return workspace
-
-
-
-
-
-def table_row(out: str, first: str) -> list[str]:
-    """The cells of the rich table row starting with ``first``."""
-    for line in out.splitlines():
-        cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
-        if cells and cells[0] == first:
-            return cells
-    raise AssertionError(f"no row {first!r} in:\n{out}")
 
 
 # ------------------------------------------------------------------------------ summarize

@@ -41,12 +41,6 @@ METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 # ------------------------------------------------------------------------------- helpers
 
 
-
-
-
-
-
-
 def train_args(run_dir: Path, *flags: str) -> list[str]:
     """A fast ``train`` on the small dataset into ``run_dir``; ``flags`` add to or override these."""
     return ["train", "-d", DATASET, "--batch-size", str(BATCH), "--device", "cpu", "--run-dir", str(run_dir), *flags]
@@ -58,9 +52,6 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-
 
 
 # ------------------------------------------------------------------------------ fixtures
