@@ -338,6 +338,13 @@ def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[
         result = train(config, dataset, runs_dir(state.workspace), observer=progress, run_dir=run_dir)
     console.print(_metrics_table(f"test metrics (best epoch {result.best_epoch}, {result.seconds_per_epoch:.2f}s/epoch)",
                                  [(result.run_dir.name, result.test)], METRIC_KEYS))
+    noise = result.noise_detection
+    if noise:
+        line = (f"injected noise, final epoch: {noise['dropped_positives']:,} positives dropped, "
+                f"precision {noise['precision']:.3f}, recall {noise['recall']:.3f}, F1 {noise['f1']:.3f}")
+        if "kept_hard_share" in noise:
+            line += f"; kept as hard {noise['noise_kept_hard']:,} of {noise['noise_candidates']:,} noise candidates"
+        console.print(line, highlight=False)
     console.print(f"run directory: {result.run_dir}", highlight=False)
 
 

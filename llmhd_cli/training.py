@@ -102,6 +102,7 @@ class TrainResult:
     test: dict[str, float]
     epochs_run: int
     seconds_per_epoch: float
+    noise_detection: dict[str, Any] | None = None  # see _noise_summary
 
 
 class TrainObserver(Protocol):
@@ -316,7 +317,9 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     if best_state is not None:
         model.load_state_dict(best_state)
     test = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr])
-    result = TrainResult(run_dir, config, best_epoch, best_valid, test, epoch + 1, float(np.mean(epoch_times)) if epoch_times else 0.0)
+    result = TrainResult(run_dir, config, best_epoch, best_valid, test, epoch + 1,
+                         float(np.mean(epoch_times)) if epoch_times else 0.0,
+                         _noise_summary(record) if epoch >= 0 else None)
     runs.write_metrics(run_dir, {
         "best_epoch": best_epoch,
         "epochs_run": result.epochs_run,
@@ -324,7 +327,7 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
         "valid": best_valid,
         "test": test,
         "n_noise": int(data.is_noise.sum()),
-        "noise_detection": _noise_summary(record) if epoch >= 0 else None,
+        "noise_detection": result.noise_detection,
     })
     return result
 
