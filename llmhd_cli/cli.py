@@ -526,9 +526,9 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
     from llmhd_cli.config import default_dataset
     from llmhd_cli.llm.prompts import prompts_dir_setting
     from llmhd_cli.llm.settings import resolve_settings
-    from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, SummarizeOptions, default_provider, summarize
+    from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, SummarizeOptions, summarize
 
-    settings = resolve_settings(provider=default_provider(provider), model=model, base_url=base_url,
+    settings = resolve_settings(provider=provider, model=model, base_url=base_url,
                                 cache_dir=cache_dir, concurrency=concurrency, max_cost=max_cost, refresh=refresh)
     options = SummarizeOptions(dataset or default_dataset(), prompts_dir_setting(prompts_dir), items,
                                max_items if max_items is not None else DEFAULT_MAX_ITEMS)
@@ -652,12 +652,11 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     from llmhd_cli.llm import estimate as est
     from llmhd_cli.llm.prompts import prompts_dir_setting
     from llmhd_cli.llm.settings import resolve_settings
-    from llmhd_cli.summarize import default_provider
 
     overrides = {"backbone": backbone, "objective": objective, "batch_size": batch_size, "seed": seed, "device": device}
     training = with_training or structured or run_dir is not None or epochs is not None or any(
         v is not None for v in (*overrides.values(), *llmhd.values()))
-    settings = resolve_settings(provider=default_provider(provider), model=model, cache_dir=cache_dir,
+    settings = resolve_settings(provider=provider, model=model, cache_dir=cache_dir,
                                 require_key=False)
     cache = settings.resolved_cache_dir(state.workspace)
     if spent:

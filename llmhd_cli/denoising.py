@@ -73,6 +73,9 @@ class Denoiser:
         """Called after each epoch; returns extra diagnostics for the run's log."""
         return {}
 
+    def close(self) -> None:
+        """Called once when the run ends, however it ends: release what the denoiser holds."""
+
 
 @dataclass
 class Option:

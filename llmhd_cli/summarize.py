@@ -10,7 +10,6 @@ and template hash; the spending of the run is recorded with the dataset too
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +25,6 @@ from llmhd_cli.llm.prompts import TemplateSet, template_set_for
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS = 50  # items per T_sum prompt; users with more get a seeded sample
-OUT_OF_THE_BOX_PROVIDER = "embed"
 
 
 @dataclass
@@ -78,20 +76,6 @@ class Progress(Protocol):
 
     def update(self, result: Any) -> None: ...
 
-
-def default_provider(flag: str | None) -> str | None:
-    """``--provider`` if given; else None when the environment or config names one; else ``embed``.
-
-    The offline ``embed`` provider is the out-of-the-box default, so ``llmhd summarize`` works
-    with no key and no network.
-    """
-    if flag:
-        return flag
-    from llmhd_cli.llm.settings import ENV, _llm_config
-
-    if os.environ.get(ENV["provider"]) or _llm_config().get("provider"):
-        return None
-    return OUT_OF_THE_BOX_PROVIDER
 
 
 def user_histories(dataset: PreparedDataset) -> dict[str, list[str]]:

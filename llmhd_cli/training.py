@@ -284,36 +284,38 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     best_score, best_epoch, best_state, best_valid = -1.0, -1, None, {}
     stale, step, epoch_times = 0, 0, []
     epoch = -1
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
-        step, extra = loop.run(epoch, step, observer)
-        train_seconds = time.perf_counter() - start
-        epoch_times.append(train_seconds)
-        record = EpochRecord(
-            epoch=epoch,
-            loss=seam.stats.loss_sum / max(seam.stats.samples, 1),
-            samples=seam.stats.samples,
-            dropped=seam.stats.dropped,
-            seconds=train_seconds,
-            noise=_noise_detection(data, seam.stats.dropped_pairs),
-            denoiser=extra,
-        )
-        if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
-            record.valid = full_rank_metrics(model, data.valid_csr, [data.train_csr])
-            score = record.valid[config.valid_metric] if config.valid_metric in record.valid else _metric(model, data, config)
-            if score > best_score:
-                best_score, best_epoch, best_valid = score, epoch, record.valid
-                best_state = copy.deepcopy(model.state_dict())
-                torch.save(best_state, run_dir / runs.CHECKPOINT)
-                record.best, stale = True, 0
-            else:
-                stale += 1
-        runs.append_log(run_dir, asdict(record))
-        observer.epoch_end(record)
-        if config.early_stop and stale >= config.early_stop:
-            observer.message(f"early stop: no {config.valid_metric} improvement in {stale} evaluations; best epoch {best_epoch}")
-            break
-
+    try:
+        for epoch in range(config.epochs):
+            start = time.perf_counter()
+            step, extra = loop.run(epoch, step, observer)
+            train_seconds = time.perf_counter() - start
+            epoch_times.append(train_seconds)
+            record = EpochRecord(
+                epoch=epoch,
+                loss=seam.stats.loss_sum / max(seam.stats.samples, 1),
+                samples=seam.stats.samples,
+                dropped=seam.stats.dropped,
+                seconds=train_seconds,
+                noise=_noise_detection(data, seam.stats.dropped_pairs),
+                denoiser=extra,
+            )
+            if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
+                record.valid = full_rank_metrics(model, data.valid_csr, [data.train_csr])
+                score = record.valid[config.valid_metric] if config.valid_metric in record.valid else _metric(model, data, config)
+                if score > best_score:
+                    best_score, best_epoch, best_valid = score, epoch, record.valid
+                    best_state = copy.deepcopy(model.state_dict())
+                    torch.save(best_state, run_dir / runs.CHECKPOINT)
+                    record.best, stale = True, 0
+                else:
+                    stale += 1
+            runs.append_log(run_dir, asdict(record))
+            observer.epoch_end(record)
+            if config.early_stop and stale >= config.early_stop:
+                observer.message(f"early stop: no {config.valid_metric} improvement in {stale} evaluations; best epoch {best_epoch}")
+                break
+    finally:
+        denoiser.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     test = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr])

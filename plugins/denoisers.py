@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
+from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
 
 
@@ -53,24 +53,17 @@ class ReweightedLoss(Denoiser):
         return Decision(weights, torch.zeros_like(weights, dtype=torch.bool))
 
 
-def _positive(name: str, value: Any, low_inclusive: bool = True) -> None:
-    from llmhd_cli.errors import LLMHDError
-
-    if value < 0 or (not low_inclusive and value == 0) or (isinstance(value, float) and math.isnan(value)):
-        raise LLMHDError(f"--{name.replace('_', '-')}: must be {'>= 0' if low_inclusive else '> 0'}, got {value}")
-
-
 def _tce(options: dict[str, Any], context: TrainContext) -> Denoiser:
-    from llmhd_cli.errors import LLMHDError
-
     if not 0 <= options["drop_rate"] < 1:
         raise LLMHDError(f"--drop-rate: must be in [0, 1), got {options['drop_rate']}")
-    _positive("num_gradual", options["num_gradual"], low_inclusive=False)
+    if not options["num_gradual"] > 0:
+        raise LLMHDError(f"--num-gradual: must be > 0, got {options['num_gradual']}")
     return TruncatedLoss(options["drop_rate"], options["num_gradual"])
 
 
 def _rce(options: dict[str, Any], context: TrainContext) -> Denoiser:
-    _positive("beta", options["beta"])
+    if not options["beta"] >= 0:  # also rejects NaN
+        raise LLMHDError(f"--beta: must be >= 0, got {options['beta']}")
     return ReweightedLoss(options["beta"])
 
 

@@ -280,6 +280,11 @@ class LLMHDDenoiser(Denoiser):
         """Population variance of every training positive's score over the recorded epochs."""
         return torch.stack(list(self._pos_scores)).var(dim=0, unbiased=False)
 
+    def close(self) -> None:
+        # The LLM client holds a thread pool and cache connections.
+        if self.judge is not None and self.judge.client is not None:
+            self.judge.client.close()
+
     def _update_preferences(self, epoch: int) -> dict[str, Any]:
         """PU: flag FP positives / FN negatives by variance, rewrite profiles once a pair is confident."""
         data = self.context.data
