@@ -147,18 +147,11 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
     value, where = _pick("cache_dir", cache_dir, config)
     if value:
         settings.cache_dir = Path(str(value)).expanduser()
-    value, where = _pick("concurrency", concurrency, config)
-    if value is not None:
-        settings.concurrency = _number(value, where, int, 1)
-    value, where = _pick("max_cost", max_cost, config)
-    if value is not None:
-        settings.max_cost = _number(value, where, float, 0)
-    value, where = _pick("max_retries", max_retries, config)
-    if value is not None:
-        settings.max_retries = _number(value, where, int, 0)
-    value, where = _pick("timeout", timeout, config)
-    if value is not None:
-        settings.timeout = _number(value, where, float, 0.001)
+    for name, flag, kind, minimum in (("concurrency", concurrency, int, 1), ("max_cost", max_cost, float, 0),
+                                      ("max_retries", max_retries, int, 0), ("timeout", timeout, float, 0.001)):
+        value, where = _pick(name, flag, config)
+        if value is not None:
+            setattr(settings, name, _number(value, where, kind, minimum))
     value, _ = _pick("prices", prices, config)
     if value:
         settings.prices_file = Path(str(value)).expanduser()
