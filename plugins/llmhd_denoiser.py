@@ -49,8 +49,9 @@ HARD_RULES = ("paper", "literal", "agreement")
 # ---------------------------------------------------------------------- schedules (Eq. 7, 13, 14, 16)
 
 
-def ld_rate(step: int, alpha: float, eps_max: float, schedule: str = "paper") -> float:
-    """eps_l(T). paper: min(T / alpha, eps_max); tce: eps_max * min(T / alpha, 1) (METHOD.md A1)."""
+def ld_rate(step: int, alpha: float, eps_max: float, schedule: str = "tce") -> float:
+    """eps_l(T). tce: eps_max * min(T / alpha, 1), the first author's code; paper: min(T / alpha,
+    eps_max) as printed, which saturates after eps_max * alpha iterations (METHOD.md A1)."""
     if schedule == "paper":
         return min(step / alpha, eps_max)
     return eps_max * min(step / alpha, 1.0)
@@ -400,9 +401,9 @@ def build_dry_run(options: dict[str, Any], context: TrainContext,
 OPTIONS = [
     Option("variant", str, "full", "llmhd: modules to run, Table 2's rows: ld, ld-rs-lms, ld-vs-lms, full (LD+VS+LMS+PU)",
            choices=tuple(VARIANTS)),
-    Option("alpha", float, 10000.0, "llmhd: schedule speed: eps_l(T) = min(T/alpha, eps_l_max); thresholds move by 1 per alpha iterations"),
+    Option("alpha", float, 10000.0, "llmhd: schedule speed: eps_l(T) reaches eps_l_max after alpha iterations; thresholds move by 1 per alpha iterations"),
     Option("eps_l_max", float, 0.05, "llmhd: maximum fraction of a batch taken as noise candidates (LD)"),
-    Option("ld_schedule", str, "paper", "llmhd: LD rate: paper = min(T/alpha, eps_l_max); tce = eps_l_max * min(T/alpha, 1)",
+    Option("ld_schedule", str, "tce", "llmhd: LD rate: tce = eps_l_max * min(T/alpha, 1) (the authors' code); paper = min(T/alpha, eps_l_max) as printed",
            choices=("paper", "tce")),
     Option("eps_v", float, 0.5, "llmhd: top fraction of candidates by score variance sent to the LLM (VS)"),
     Option("pruning", str, None, "llmhd: variance (VS) or random (RS); default from --variant", choices=("variance", "random")),

@@ -198,6 +198,15 @@ def test_ld_rate_tce_schedule_ramps_over_alpha() -> None:
     assert ld_rate(10, 100.0, 0.2, "paper") > ld_rate(10, 100.0, 0.2, "tce")
 
 
+def test_default_ld_schedule_is_the_authors_ramp() -> None:
+    """The default follows the first author's code (T-CE's ramp): at the default alpha the
+    candidates' share is half of eps_l_max halfway through the ramp, not already saturated."""
+    defaults = {o.name: o.default for o in OPTIONS}
+    assert defaults["ld_schedule"] == "tce"
+    half = ld_rate(int(defaults["alpha"] / 2), defaults["alpha"], defaults["eps_l_max"], defaults["ld_schedule"])
+    assert half == pytest.approx(defaults["eps_l_max"] / 2)
+
+
 @pytest.mark.parametrize("name,fn,start,bound,step_sign", [
     ("eps_pos", falling, 8.0, 6.0, -1), ("eps_neg", rising, 2.0, 4.0, +1), ("eps_pair", falling, 7.0, 3.0, -1)])
 def test_thresholds_move_one_per_alpha_and_clamp(name: str, fn: Any, start: float, bound: float, step_sign: int) -> None:
