@@ -231,3 +231,22 @@ def test_estimate_sees_the_cache_and_takes_more_rows(env, capsys):
 def test_spent_with_nothing_spent(env, capsys):
     code, out, _ = run_cli(capsys, env, "cost", "--spent")
     assert code == 0 and "nothing spent yet" in out
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def test_provider_table_of_the_user_config_reaches_the_provider(env, tmp_path):
+    from llmhd_cli.llm.client import make_provider
+
+    (tmp_path / "config.toml").write_text(
+        '[llm]\nprovider = "openai"\ntimeout = 7\n\n'
+        '[llm.openai]\ntop_logprobs = 3\nstructured_output = "json_schema"\n\n'
+        '[llm.anthropic]\ntop_logprobs = 99\n')
+    settings = resolve_settings(require_key=False)
+    assert settings.provider == "openai" and settings.timeout == 7.0
+    assert settings.options == {"top_logprobs": 3, "structured_output": "json_schema"}
+    provider = make_provider(settings)
+    assert (provider.top_logprobs, provider.structured_output) == (3, "json_schema")
+    # Only the chosen provider's table applies.
+    assert resolve_settings(provider="embed").options == {}

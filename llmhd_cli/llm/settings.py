@@ -123,8 +123,8 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
     from llmhd_cli import plugins
 
     config = _llm_config()
-    name, _ = _pick("provider", provider, config)
-    name = str(name or DEFAULT_PROVIDER)
+    chosen_provider, _ = _pick("provider", provider, config)
+    name = str(chosen_provider or DEFAULT_PROVIDER)
     provider_cls = plugins.registry("provider").get(name, "--provider")
     # The config's model/base_url belong to the config's provider; don't apply them to another.
     config_ok = config.get("provider", DEFAULT_PROVIDER) == name
@@ -147,11 +147,11 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
     value, where = _pick("cache_dir", cache_dir, config)
     if value:
         settings.cache_dir = Path(str(value)).expanduser()
-    for name, flag, kind, minimum in (("concurrency", concurrency, int, 1), ("max_cost", max_cost, float, 0),
-                                      ("max_retries", max_retries, int, 0), ("timeout", timeout, float, 0.001)):
-        value, where = _pick(name, flag, config)
+    for key, flag, kind, minimum in (("concurrency", concurrency, int, 1), ("max_cost", max_cost, float, 0),
+                                     ("max_retries", max_retries, int, 0), ("timeout", timeout, float, 0.001)):
+        value, where = _pick(key, flag, config)
         if value is not None:
-            setattr(settings, name, _number(value, where, kind, minimum))
+            setattr(settings, key, _number(value, where, kind, minimum))
     value, _ = _pick("prices", prices, config)
     if value:
         settings.prices_file = Path(str(value)).expanduser()
