@@ -633,13 +633,15 @@ TABLE4_NAMES = {"summarize": "T_sum", "score": "T_score", "update_fp": "T_fp", "
 @click.option("-d", "--dataset", default=None, help="Dataset to estimate for, or (with --spent) whose recorded runs to show "
               "[default for estimates: config 'default_dataset', else ml-100k, prepared on first use].")
 @_llm_options
+@click.option("--base-url", default=None, help="OpenAI-/Anthropic-compatible server URL the run would use "
+              "(any model name it serves is accepted) [default: LLMHD_BASE_URL or config].")
 @_dry_run_options
 @pass_state
 def cost_command(state: State, spent: bool, dataset: str | None, provider: str | None, model: str | None,
                  cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool,
-                 with_training: bool, epochs: int | None, backbone: str | None, objective: str | None,
-                 batch_size: int | None, seed: int | None, device: str | None, run_dir: Path | None,
-                 structured: bool, **llmhd) -> None:
+                 base_url: str | None, with_training: bool, epochs: int | None, backbone: str | None,
+                 objective: str | None, batch_size: int | None, seed: int | None, device: str | None,
+                 run_dir: Path | None, structured: bool, **llmhd) -> None:
     """Estimate the prompts, tokens and money of a run before it runs, or show what was spent.
 
     The estimate renders every prompt the run would send and counts its tokens; money comes
@@ -656,7 +658,7 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     overrides = {"backbone": backbone, "objective": objective, "batch_size": batch_size, "seed": seed, "device": device}
     training = with_training or structured or run_dir is not None or epochs is not None or any(
         v is not None for v in (*overrides.values(), *llmhd.values()))
-    settings = resolve_settings(provider=provider, model=model, cache_dir=cache_dir,
+    settings = resolve_settings(provider=provider, model=model, base_url=base_url, cache_dir=cache_dir,
                                 require_key=False)
     cache = settings.resolved_cache_dir(state.workspace)
     if spent:
@@ -687,7 +689,7 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
         from llmhd_cli import cost_training
 
         config = cost_training.dry_run_config(name, settings.provider, settings.model, prompts, epochs, overrides,
-                                              {**llmhd, "structured": structured or None})
+                                              {**llmhd, "structured": structured or None}, settings.base_url)
         if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
             raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
         progress, report = _DryRunProgress(), cost_training.DryRunReport()
@@ -697,7 +699,7 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     ensure_prepared(state.workspace, name, notify=lambda m: err_console.print(m, style="yellow", highlight=False))
     try:
         result = est.estimate(state.workspace, name, settings.provider, settings.model, prompts,
-                              settings.prices_file, cache, options)
+                              settings.prices_file, cache, options, settings.base_url)
     finally:
         if progress is not None:
             progress.stop()

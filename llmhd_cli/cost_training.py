@@ -55,9 +55,11 @@ class DryRunReport:
 
 
 def dry_run_config(dataset: str, provider: str, model: str, prompts: str | None = None, epochs: int | None = None,
-                   overrides: dict[str, Any] | None = None, llmhd: dict[str, Any] | None = None) -> Any:
+                   overrides: dict[str, Any] | None = None, llmhd: dict[str, Any] | None = None,
+                   base_url: str | None = None) -> Any:
     """The `TrainConfig` of a dry run, checked: the user's ``[train]`` defaults, then ``overrides``
-    (backbone, objective, batch_size, seed, device), the denoiser llmhd with ``llmhd`` options.
+    (backbone, objective, batch_size, seed, device), the denoiser llmhd with ``llmhd`` options
+    and the resolved ``provider``, ``model`` and ``base_url`` (the judge resolves them again).
 
     Raises `LLMHDError` for a bad value (one line for the CLI) before anything runs.
     """
@@ -73,6 +75,8 @@ def dry_run_config(dataset: str, provider: str, model: str, prompts: str | None 
     base.update({k: v for k, v in (overrides or {}).items() if v is not None})
     params.update({k: v for k, v in (llmhd or {}).items() if v is not None})
     params.update(provider=provider, model=model)
+    if base_url:  # a model only a custom server knows is accepted with its URL
+        params["base_url"] = base_url
     if prompts:
         params["prompts"] = prompts
     epochs = DEFAULT_EPOCHS if epochs is None else epochs

@@ -152,6 +152,16 @@ def test_stored_profiles_are_used_and_variant_ld_scores_nothing(workspace: Path,
         shipped.unlink()
 
 
+def test_a_model_only_the_base_url_serves(workspace: Path, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The URL as a flag must reach the dry run's judge too (it resolves its settings again).
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    local = ("--provider", "openai", "--model", "local-gemma", "--base-url", "http://127.0.0.1:9/v1")
+    code, out, err = run_cli(capsys, workspace, "cost", "-d", DATASET, *local, *FAST, "--epochs", "3")
+    assert code == 0, err
+    assert "openai/local-gemma" in out and counts(out, "T_score")[0] > 0
+
+
 def test_without_training_flags_only_t_sum(workspace: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, err = run_cli(capsys, workspace, "cost", "-d", DATASET, *OPENAI)
     assert code == 0, err

@@ -228,6 +228,26 @@ def test_estimate_sees_the_cache_and_takes_more_rows(env, capsys):
         _ESTIMATORS.remove(training_rows)
 
 
+def test_cost_accepts_the_models_summarize_accepts_with_a_base_url(env, capsys, monkeypatch):
+    # A model only a local OpenAI-compatible server knows: both commands accept it with the
+    # server's URL (flag or environment) and refuse it without one.
+    url = "http://127.0.0.1:9/v1"  # nothing is sent: summarize is only resolved, cost estimates
+    args = ("--provider", "openai", "--model", "local-gemma")
+    assert resolve_settings(provider="openai", model="local-gemma", base_url=url).base_url == url
+    code, out, err = run_cli(capsys, env, "cost", "--dataset", "tiny", *args, "--base-url", url)
+    assert code == 0, err
+    row = table_row(out, "summarize")
+    assert "openai/local-gemma" in out and row[2] == "5" and row[6] == "0.0000"  # "*": a local server is free
+    monkeypatch.setenv("LLMHD_BASE_URL", url)
+    assert resolve_settings(provider="openai", model="local-gemma").base_url == url
+    code, out, err = run_cli(capsys, env, "cost", "--dataset", "tiny", *args)
+    assert code == 0, err
+    monkeypatch.delenv("LLMHD_BASE_URL")
+    for command in ("summarize", "cost"):
+        code, out, err = run_cli(capsys, env, command, "--dataset", "tiny", *args)
+        assert code == 2 and "unknown model 'local-gemma'" in err, (command, err)
+
+
 def test_spent_with_nothing_spent(env, capsys):
     code, out, _ = run_cli(capsys, env, "cost", "--spent")
     assert code == 0 and "nothing spent yet" in out

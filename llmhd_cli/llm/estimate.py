@@ -157,8 +157,12 @@ def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
 
 def estimate(workspace: Path, dataset_name: str, provider: str, model: str | None = None,
              prompts: str | None = None, prices_file: Path | str | None = None, cache_dir: Path | None = None,
-             options: dict[str, Any] | None = None) -> Estimate:
-    """The estimate table for ``provider``/``model`` on a prepared dataset (no call is sent)."""
+             options: dict[str, Any] | None = None, base_url: str | None = None) -> Estimate:
+    """The estimate table for ``provider``/``model`` on a prepared dataset (no call is sent).
+
+    ``base_url`` is the server the run would use: with one, a provider may serve models it
+    does not list (an OpenAI-compatible server), exactly as `resolve_settings` accepts them.
+    """
     from llmhd_cli import plugins
     from llmhd_cli.datasets import open_dataset
     from llmhd_cli.llm.pricing import load_prices
@@ -166,7 +170,7 @@ def estimate(workspace: Path, dataset_name: str, provider: str, model: str | Non
 
     cls = plugins.registry("provider").get(provider, "--provider")
     model = model or (cls.models[0] if cls.models else "")
-    cls.check_model(model)
+    cls.check_model(model, base_url)
     dataset = open_dataset(workspace, dataset_name)
     prices = load_prices(prices_file)
     ctx = EstimateContext(workspace, dataset, template_set_for(dataset.info.domain, prompts), cls, model, prices,
