@@ -4,6 +4,11 @@ Pairs are identified by RecBole's internal ids and mapped to the dataset's token
 here. Every (user, profile version, item) is scored at most once per run (an in-memory memo);
 the client's disk cache makes the same prompt free in later runs. In ``dry`` mode nothing is
 sent: the unique requests are only collected, which is what the pre-run cost estimate counts.
+
+Simulated judge error (``judge_accuracy`` p < 1): each score the judge hands out is, with
+probability 1 - p, replaced by a uniform draw from 1..10. The draw is a hash of (run seed, user,
+profile version, item), so a pair keeps one score within a run and reruns reproduce it; it is
+applied after the memo and the cache, which keep the provider's true answers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ class JudgeStats:
     output_tokens: int = 0
     cost: float = 0.0
     profile_updates: int = 0
+    simulated_errors: int = 0  # scores handed out replaced by a random one (judge_accuracy < 1)
 
     def minus(self, other: "JudgeStats") -> "JudgeStats":
         return JudgeStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
@@ -49,7 +56,9 @@ class LLMJudge:
 
     def __init__(self, client: Any, template_set: Any, user_tokens: np.ndarray, item_tokens: np.ndarray,
                  user_profiles: dict[str, str], item_texts: dict[str, str], dataset_dir: Path,
-                 run_dir: Path | None = None, structured: bool = False, dry: bool = False) -> None:
+                 run_dir: Path | None = None, structured: bool = False, dry: bool = False,
+                 judge_accuracy: float = 1.0, seed: int = 0) -> None:
+        check_judge_accuracy(judge_accuracy)
         self.client = client
         self.tset = template_set
         self.user_tokens = user_tokens
@@ -65,6 +74,12 @@ class LLMJudge:
         self.memo: dict[tuple[int, int, int], float] = {}
         self.stats = JudgeStats()
         self.dry_requests: dict[str, LLMRequest] = {}  # dry mode: unique prompts by cache identity
+        self.judge_accuracy = float(judge_accuracy)
+        self.seed = int(seed)
+        provider = getattr(client, "provider", None)
+        if provider is not None and provider.model in getattr(provider, "leaky_models", ()):
+            log.warning("provider %s model %s reads held-out labels (valid/test): this run's scores LEAK the "
+                        "evaluation data; use it only as a diagnostic", provider.name, provider.model)
 
     # ------------------------------------------------------------------ profiles
 
@@ -81,7 +96,21 @@ class LLMJudge:
     # ------------------------------------------------------------------ scoring
 
     def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of the pairs (NaN where no score could be had: failure, budget, missing text)."""
+        """Scores of the pairs (NaN where no score could be had: failure, budget, missing text),
+        with the simulated judge error of ``judge_accuracy`` < 1 applied."""
+        out = self._true_scores(users, items)
+        if self.judge_accuracy < 1.0 and len(out):
+            users = np.asarray(users, dtype=np.int64)
+            items = np.asarray(items, dtype=np.int64)
+            replace, random_scores = simulated_error(self.seed, users, self.versions[users], items,
+                                                     self.judge_accuracy)
+            replace &= ~np.isnan(out)  # no score to get wrong
+            out = np.where(replace, random_scores, out)
+            self.stats.simulated_errors += int(replace.sum())
+        return out
+
+    def _true_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The provider's answers (memo, then cache, then calls)."""
         out = np.full(len(users), np.nan)
         todo: dict[tuple[int, int, int], list[int]] = {}
         for n, (u, i) in enumerate(zip(users.tolist(), items.tolist())):
@@ -172,6 +201,40 @@ class LLMJudge:
                "items": [str(self.item_tokens[i]) for i in items], "profile": profile}
         with (Path(self.run_dir) / "profiles.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def check_judge_accuracy(value: float) -> None:
+    """Raise `LLMHDError` unless ``value`` is a probability."""
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+        raise LLMHDError(f"--judge-accuracy: must be in [0, 1] (the probability a score is the judge's own), "
+                         f"got {value}")
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic): a well-spread hash."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (x ^ (x >> np.uint64(31))) & _MASK64
+
+
+def simulated_error(seed: int, users: np.ndarray, versions: np.ndarray, items: np.ndarray,
+                    accuracy: float) -> tuple[np.ndarray, np.ndarray]:
+    """(replace mask, random scores 1..10) per pair, a pure function of (seed, user, version, item).
+
+    Counter-based rather than a generator, so a pair's draw does not depend on which batch it
+    came in or in what order pairs were scored.
+    """
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        h = _mix(np.full(len(users), np.uint64(seed % 2**64)) + golden)
+        for part in (users, versions, items):
+            h = _mix(h ^ (np.asarray(part).astype(np.int64).astype(np.uint64) + golden))
+        coin = (h >> np.uint64(11)).astype(np.float64) / float(2**53)  # uniform in [0, 1)
+        draw = _mix(h + golden)
+    return coin >= accuracy, (draw % np.uint64(10)).astype(np.float64) + 1.0
 
 
 def _identity(request: LLMRequest) -> str:

@@ -362,7 +362,8 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
     client = None if dry else make_client(settings, context.workspace)
     data = context.data
     return LLMJudge(client, tset, data.user_tokens, data.item_tokens, profiles, item_texts, dataset.path,
-                    run_dir=context.run_dir, structured=options["structured"], dry=dry)
+                    run_dir=context.run_dir, structured=options["structured"], dry=dry,
+                    judge_accuracy=options.get("judge_accuracy", 1.0), seed=context.seed)
 
 
 def check_options(o: dict[str, Any]) -> None:
@@ -424,6 +425,8 @@ OPTIONS = [
     Option("max_cost", float, None, "llmhd: LLM budget in dollars; when reached, training goes on without LLM scoring"),
     Option("structured", bool, False, "llmhd: ask for structured (JSON schema) scores where the provider supports it"),
     Option("prompts", str, None, "llmhd: folder of prompt templates overriding the shipped ones"),
+    Option("judge_accuracy", float, 1.0, "llmhd: simulated judge error: with probability 1 - p a score is replaced "
+           "by a uniform random one in 1..10 (seeded; sweeps how accurate the LLM must be, e.g. with the oracle)"),
 ]
 
 

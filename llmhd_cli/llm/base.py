@@ -86,6 +86,7 @@ class Provider:
     key_env: str | None = None
     generative: bool = True
     upper_bound: bool = False  # True for diagnostics that see ground truth (oracle)
+    leaky_models: tuple[str, ...] = ()  # models that read held-out labels: their runs are marked as leaks
     cacheable: bool = True  # False: answers are not stored (still counted in the ledger)
     base_url_env: str | None = None  # environment variable with the default base URL, if any
     needs_key: bool = True  # False for offline providers; generative ones need a key unless base_url is set
