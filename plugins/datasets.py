@@ -3,7 +3,7 @@
 - ``ml-100k``: MovieLens-100K as shipped inside the RecBole wheel (offline, rated, with titles,
   years and genres).
 - ``rlmrec``: the RLMRec release format (pickled scipy user x item matrices, pre-split, optional
-  LLM-written item/user profiles).
+  LLM-written item/user profiles), read with a restricted unpickler that cannot run code.
 - ``atomic``: RecBole atomic files (``NAME.inter`` and optional ``NAME.item``).
 
 Each loader turns its input into `RawData` and raises `LLMHDError` naming the file for anything
@@ -12,8 +12,8 @@ malformed; cleaning, splitting and noise happen in `llmhd_cli.prepare`.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from llmhd_cli.datasets import RawData, DatasetSource
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
+from llmhd_cli.safe_pickle import RefusedClass, restricted_load
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,14 +184,68 @@ def load_ml100k(source_dir: Path | None, options: dict[str, Any]) -> RawData:
 RLMREC_SPLIT_FILES = {"train": "trn_mat.pkl", "valid": "val_mat.pkl", "test": "tst_mat.pkl"}
 
 
+_SPARSE_CLASSES = frozenset(f"{kind}_{flavour}" for kind in ("coo", "csr", "csc", "dok", "lil", "bsr", "dia")
+                           for flavour in ("matrix", "array"))
+_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
+                       "complex", "bool", "object"})
+_REFUSAL = "RLMRec files hold only scipy sparse matrices, numpy arrays and dicts"
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    # Protocol < 3 pickles bytes as _codecs.encode(text, "latin1"); no other codec is allowed.
+    if encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"codec {encoding!r} is not allowed")
+    return codecs.encode(text, "latin1")
+
+
+def _rlmrec_globals(module: str, name: str) -> Any:
+    """What an RLMRec pickle may name: scipy sparse classes, numpy's array and dtype
+    rebuilders and plain builtins (under scipy's / numpy's old and new module paths)."""
+    import copyreg
+
+    import scipy.sparse as sp
+
+    if (module == "scipy.sparse" or module.startswith("scipy.sparse.")) and name in _SPARSE_CLASSES:
+        return getattr(sp, name)  # the class itself, whichever private module wrote it
+    if module == "numpy" and name in ("ndarray", "dtype"):
+        return getattr(np, name)
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
+        try:
+            from numpy._core import multiarray
+        except ImportError:  # numpy 1
+            from numpy.core import multiarray  # type: ignore[no-redef]
+        return getattr(multiarray, name)
+    if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
+        try:
+            from numpy._core import numeric
+        except ImportError:
+            from numpy.core import numeric  # type: ignore[no-redef]
+        return numeric._frombuffer
+    if module == "builtins" and name in _BUILTINS:
+        import builtins
+
+        return getattr(builtins, name)
+    if module == "copyreg" and name == "_reconstructor":
+        return copyreg._reconstructor  # protocol 0/1 objects; the classes it gets pass this policy too
+    if module == "_codecs" and name == "encode":
+        return _latin1_encode
+    if module == "collections" and name == "OrderedDict":
+        import collections
+
+        return collections.OrderedDict
+    return None
+
+
 def _unpickle(path: Path) -> Any:
     try:
         with path.open("rb") as f:
-            return pickle.load(f)
+            return restricted_load(f, _rlmrec_globals)
     except FileNotFoundError:
         raise LLMHDError(f"{path}: file not found") from None
     except OSError as exc:
         raise LLMHDError(f"{path}: cannot read ({exc.strerror})") from None
+    except RefusedClass as exc:
+        raise LLMHDError(f"{path}: refuses to load class {exc.qualified}; {_REFUSAL}") from None
     except Exception as exc:  # unpickling can fail in many ways; all mean a bad file
         raise LLMHDError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from None
 
@@ -201,14 +256,21 @@ def _load_matrix(path: Path) -> Any:
     if not path.exists():
         raise LLMHDError(f"{path}: file not found; the RLMRec format needs {', '.join(RLMREC_SPLIT_FILES.values())}")
     obj = _unpickle(path)
-    if sp.issparse(obj):
-        matrix = sp.coo_matrix(obj)
-    elif isinstance(obj, np.ndarray) and obj.ndim == 2:
-        matrix = sp.coo_matrix(obj)
-    else:
+    if not (sp.issparse(obj) or (isinstance(obj, np.ndarray) and obj.ndim == 2)):
         raise LLMHDError(f"{path}: expected a pickled scipy sparse users x items matrix, got {type(obj).__name__}")
-    matrix.sum_duplicates()
-    matrix.eliminate_zeros()  # an explicit 0 is not an interaction
+    try:
+        matrix = sp.coo_matrix(obj)
+        if not (np.issubdtype(matrix.dtype, np.number) or matrix.dtype == bool):
+            raise ValueError(f"values of dtype {matrix.dtype}")
+        rows, cols = matrix.shape
+        if matrix.nnz and (min(matrix.row.min(), matrix.col.min()) < 0
+                           or matrix.row.max() >= rows or matrix.col.max() >= cols):
+            raise ValueError(f"indices outside its shape {matrix.shape}")
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()  # an explicit 0 is not an interaction
+    except Exception as exc:  # a crafted object of an allowed class: inconsistent internals
+        raise LLMHDError(f"{path}: not a valid numeric users x items matrix ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     return matrix
 
 
