@@ -99,7 +99,8 @@ def providers_command() -> None:
     table.add_column("generative", no_wrap=True)
     for name in registry.names():
         cls = registry.items[name]
-        models = ", ".join(cls.models) or "-"
+        leaky = getattr(cls, "leaky_models", ())
+        models = ", ".join(m + (" (LEAKS held-out labels)" if m in leaky else "") for m in cls.models) or "-"
         if getattr(cls, "any_model_with_base_url", False):
             models += "; any with --base-url"
         table.add_row(name, cls.description, models, cls.key_env or "-", "yes" if cls.generative else "no")
