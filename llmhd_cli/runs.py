@@ -5,7 +5,14 @@
         environment.json  versions of python, torch, recbole, llmhd; device
         log.jsonl         one line per epoch: loss, dropped samples, validation metrics, time
         model.pt          the best checkpoint (state_dict), by validation NDCG@10
+        test_per_user.npz the test split's metrics per user (numpy arrays, no pickles):
+                          ``users`` (RecBole's internal user ids), one float array per metric
+                          (``recall@5``, ``recall@10``, ``ndcg@5``, ``ndcg@10``; their means are
+                          metrics.json's ``test``) and ``split`` (a fingerprint of the test
+                          split, so vectors of different splits are never paired); read it with
+                          ``numpy.load(path, allow_pickle=False)`` or `evaluation.UserMetrics.load`
         metrics.json      best epoch, validation and test metrics, noise-detection summary
+                          (written last: a run without it did not finish)
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ CONFIG = "config.toml"
 LOG = "log.jsonl"
 CHECKPOINT = "model.pt"
 METRICS = "metrics.json"
+PER_USER = "test_per_user.npz"
 ENVIRONMENT = "environment.json"
 
 
