@@ -355,27 +355,39 @@ def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[
 @cli.command("evaluate")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", help="Output format.")
-@click.option("--recompute", is_flag=True, help="Rebuild each model from its checkpoint and rank again, instead of reading metrics.json.")
+@click.option("--recompute", is_flag=True, help="Rebuild each model from its checkpoint and rank again (means and per-user "
+              "metrics), instead of reading metrics.json and test_per_user.npz.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Device for --recompute.")
-@click.option("--group", is_flag=True, help="One row per setting: mean and std over the runs that differ only in seed.")
-@click.option("--baseline", default=None, metavar="DENOISER",
-              help="With --group: Welch t-test p-values of Recall@10 and NDCG@10 against this denoiser's runs.")
+@click.option("--group", is_flag=True, help="One row per setting: mean and std over the runs that differ only in seed, "
+              "device or threads.")
+@click.option("--baseline", default=None, metavar="SPEC",
+              help="With --group: p-values of every metric against one named setting per dataset/backbone/objective: "
+              "key=value[,key=value] (e.g. denoiser=none, or backbone=lightgcn,denoiser=none to compare across "
+              "backbones), a run folder (its setting), or a bare denoiser name.")
+@click.option("--paired-test", type=click.Choice(["t", "wilcoxon"]), default="t",
+              help="With --baseline: the paired test over test users (paired t-test, or Wilcoxon signed-rank).")
 @pass_state
 def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompute: bool, device: str,
-                     group: bool, baseline: str | None) -> None:
-    """Test-split Recall@5/10 and NDCG@5/10 of finished runs, one row per run (or per setting)."""
-    from llmhd_cli.evaluation import evaluation_rows, group_rows, render_rows
+                     group: bool, baseline: str | None, paired_test: str) -> None:
+    """Test-split Recall@5/10 and NDCG@5/10 of finished runs, one row per run (or per setting).
+
+    With --group --baseline, each setting is compared with its baseline by Welch's t-test
+    over seeds and by a paired test over the test users (each user's metric averaged over
+    the setting's seeds).
+    """
+    from llmhd_cli.evaluation import evaluate_runs, group_rows, parse_baseline, render_rows, run_rows
 
     if baseline and not group:
         raise LLMHDError("--baseline: only meaningful with --group")
-    configs: list[dict] = []
-    rows = evaluation_rows(list(run_dirs), state.workspace, recompute=recompute, device=device, configs=configs)
-    if group:
-        rows = group_rows(rows, configs, baseline)
+    if paired_test != "t" and not baseline:
+        raise LLMHDError("--paired-test: only meaningful with --group --baseline")
+    spec = parse_baseline(baseline) if baseline else None  # a malformed spec fails before any ranking
+    evaluations = evaluate_runs(list(run_dirs), state.workspace, recompute=recompute, device=device)
+    rows = group_rows(evaluations, spec, paired_test) if group else run_rows(evaluations)
     if fmt != "table":
         click.echo(render_rows(rows, fmt), nl=False)
         return
-    console.print(_group_table(rows, baseline) if group else _runs_table(rows))
+    console.print(_group_table(rows, paired_test) if group else _runs_table(rows))
 
 
 # --------------------------------------------------------------------------- plot
@@ -394,46 +406,83 @@ def plot_command(run_dirs: tuple[Path, ...], output: Path) -> None:
 
 _SHORT = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
 _IDENTITY = ("dataset", "backbone", "objective", "denoiser")
+_LEAK_NOTE = ("leak: the run's LLM model reads held-out labels (its provider's leaky_models); "
+              "an upper bound, not a result, and never grouped with other runs")
 
 
 def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "LEAK" if value else "no"  # only the leak column is boolean
     if isinstance(value, float):
         return "-" if value != value else f"{value:.4f}"  # NaN: not defined (e.g. std of one run)
     return str(value)
 
 
+def _shared_identity(rows: list[dict]) -> tuple[list[str], str]:
+    """Identity columns with one value in every row (shown once, in the title) and that title part."""
+    shared = [c for c in _IDENTITY if len({str(row[c]) for row in rows}) == 1] if len(rows) > 1 else []
+    return shared, (" of " + " · ".join(str(rows[0][c]) for c in shared)) if shared else ""
+
+
 def _runs_table(rows: list[dict]) -> Table:
-    table = Table(title="test metrics (full ranking; train and valid items masked)",
-                  caption="\n".join(f"{i + 1}: {row['run']}" for i, row in enumerate(rows))
-                  + "\nnoise P/R/F1: the final epoch's dropped positives against the injected noise; "
-                  "kept hard: share of the noise among its candidates a denoiser kept as hard")
-    columns = [c for c in rows[0] if c != "run"]  # run folders are listed in the caption
+    notes = ["noise P/R/F1: the final epoch's dropped positives against the injected noise; "
+             "kept hard: share of the noise among its candidates a denoiser kept as hard"]
+    if any(row["leak"] for row in rows):
+        notes.append(_LEAK_NOTE)
+    shared, of = _shared_identity(rows)
+    table = Table(title=f"test metrics{of} (full ranking; train and valid items masked)",
+                  caption="\n".join([*(f"{i + 1}: {row['run']}" for i, row in enumerate(rows)), *notes]))
+    columns = [c for c in rows[0] if c != "run" and c not in shared]  # run folders are listed in the caption
     table.add_column("#", justify="right")
     for column in columns:
-        table.add_column(_SHORT.get(column, column), justify="left" if column in _IDENTITY else "right")
+        table.add_column(_SHORT.get(column, column), justify="left" if column in (*_IDENTITY, "leak") else "right")
     for i, row in enumerate(rows):
         table.add_row(str(i + 1), *(_cell(row[c]) for c in columns))
     return table
 
 
-def _group_table(rows: list[dict], baseline: str | None) -> Table:
-    table = Table(title="test metrics over seeds: mean ± std (full ranking; train and valid items masked)",
-                  caption=f"p: Welch t-test against the '{baseline}' runs of the same backbone and objective" if baseline else None)
-    for column in (*_IDENTITY, "runs"):
-        table.add_column(column, justify="left" if column in _IDENTITY else "right")
+def _p_cell(p: float) -> str:
+    return "-" if p != p else f"{p:.2g}"
+
+
+def _group_table(rows: list[dict], paired_test: str) -> Table:
+    """One row per setting; with a baseline, a second row under each compared setting holds
+    the p-values under the metric they test (Welch / paired)."""
+    baseline = "baseline" in rows[0]
+    paired = "paired t-test" if paired_test == "t" else "Wilcoxon signed-rank test"
+    notes = []
+    if baseline:
+        notes.append(f"p: Welch t-test over seeds / {paired} over test users (each user's metric averaged over "
+                     "the seeds), two-sided, against the setting after 'vs'")
+    if any(row["leak"] for row in rows):
+        notes.append(_LEAK_NOTE)
+    shared, of = _shared_identity(rows)
+    table = Table(title=f"test metrics{of} over seeds: mean ± std (full ranking; train and valid items masked)",
+                  caption="\n".join(notes) or None)
+    identity = [c for c in _IDENTITY if c not in shared] + (["setting"] if any(row["setting"] for row in rows) else [])
+    identity = identity or ["setting"]  # the "vs" label needs a first column
+    identity += ["leak", "runs"]
+    for column in identity:
+        table.add_column(column, justify="right" if column == "runs" else "left")
     for metric in _SHORT.values():
         table.add_column(metric, justify="right")
-    extras = [c for c in rows[0] if c.startswith("noise ")]
+    # Noise columns only where some run had injected noise to find.
+    extras = [c for c in rows[0] if c.startswith("noise ") and any(r[c] == r[c] for r in rows)]
     for column in extras:
         table.add_column(column.replace(" mean", ""), justify="right")
-    p_columns = [c for c in rows[0] if c.startswith("p ")]
-    for column in p_columns:
-        table.add_column(f"p {_SHORT[column.split()[1]]}", justify="right")
+    paired_key = f"p paired-{paired_test}"
     for row in rows:
         stats = [f"{row[m + ' mean']:.4f}" + ("" if row[m + " std"] != row[m + " std"] else f" ± {row[m + ' std']:.4f}")
                  for m in _SHORT]
-        table.add_row(*(str(row[c]) for c in (*_IDENTITY, "runs")), *stats, *(_cell(row[c]) for c in extras),
-                      *(_cell(row[c]) for c in p_columns))
+        own = baseline and row["baseline"] == "(baseline)"
+        first = [_cell(row[c]) for c in identity]
+        if own:
+            first[0] += " (baseline)"
+        table.add_row(*first, *stats, *(_cell(row[c]) for c in extras), end_section=baseline and not own)
+        if baseline and not own:
+            p_cells = [f"{_p_cell(row[f'p welch {m}'])} / {_p_cell(row[f'{paired_key} {m}'])}" for m in _SHORT]
+            table.add_row(f"  p vs {row['baseline']}", *([""] * (len(identity) - 1)), *p_cells, *([""] * len(extras)),
+                          style="dim")
     return table
 
 
