@@ -270,3 +270,30 @@ def test_provider_table_of_the_user_config_reaches_the_provider(env, tmp_path):
     assert (provider.top_logprobs, provider.structured_output) == (3, "json_schema")
     # Only the chosen provider's table applies.
     assert resolve_settings(provider="embed").options == {}
+
+
+def test_toml_is_read_without_tomllib_as_on_python_3_10(tmp_path):
+    """requires-python >= 3.10: every TOML read goes through llmhd_cli.config's tomllib-or-tomli."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    direct = [f"{p.relative_to(root)}:{n}" for folder in ("llmhd_cli", "plugins", "prompts") for p in (root / folder).rglob("*.py")
+              for n, line in enumerate(p.read_text().splitlines(), 1)
+              if re.match(r"\s*(import tomllib|from tomllib )", line) and p.name != "config.py"]
+    assert direct == []
+    config = tmp_path / "config.toml"
+    config.write_text('[llm]\nprovider = "openai"\n')
+    script = (
+        "import sys; sys.modules['tomllib'] = None\n"  # as on Python 3.10: `import tomllib` fails
+        "from llmhd_cli.llm.pricing import load_prices\n"
+        "from llmhd_cli.config import user_config\n"
+        "from llmhd_cli.cli import _parse_settings\n"
+        "assert load_prices().get('openai', 'gpt-4o-mini').input == 0.15\n"
+        "assert user_config()['llm']['provider'] == 'openai'\n"
+        "assert _parse_settings(('n_layers=3',)) == {'n_layers': 3}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LLMHD_CONFIG": str(config)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -80,7 +80,7 @@ class PriceTable:
 
 def builtin_prices() -> PriceTable:
     text = resources.files("llmhd_cli.llm").joinpath("prices.toml").read_text(encoding="utf-8")
-    import tomllib
+    from llmhd_cli.config import tomllib  # tomli before Python 3.11
 
     return PriceTable.from_dict(tomllib.loads(text), "built-in prices.toml")
 
