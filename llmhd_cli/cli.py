@@ -716,9 +716,12 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
             raise LLMHDError("cost --spent: the training flags (--train, --epochs, --eps-v, ...) are for an estimate")
         if dataset:
             from llmhd_cli.datasets import open_dataset
+            from llmhd_cli.workspace import runs_dir
 
-            rows = est.dataset_spending(open_dataset(state.workspace, dataset))
-            title, where = f"spent on {dataset} (runs recorded with the dataset)", f"{dataset}"
+            runs_root = runs_dir(state.workspace)
+            rows = est.dataset_spending(open_dataset(state.workspace, dataset), runs_root)
+            title = f"spent on {dataset} (summarize runs recorded with the dataset, training runs in {runs_root})"
+            where = dataset
         else:
             rows = est.ledger_spending(cache)
             title, where = f"spent (ledger of {cache})", str(cache)

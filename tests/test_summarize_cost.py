@@ -253,6 +253,44 @@ def test_spent_with_nothing_spent(env, capsys):
     assert code == 0 and "nothing spent yet" in out
 
 
+def write_run(workspace: Path, name: str, dataset: str, epochs: list[dict], **params) -> None:
+    """A run folder as `llmhd train` leaves it: config.toml and one log line per epoch, whose
+    ``denoiser.llm`` are the judge's counters (`JudgeStats`, as the llmhd denoiser logs them)."""
+    import tomli_w
+
+    from llmhd_cli.llm_judge import JudgeStats
+
+    run = workspace / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text(tomli_w.dumps({"dataset": dataset, "denoiser": "llmhd", "denoiser_params": params}))
+    lines = [{"epoch": n, "denoiser": {"candidates": 5, **({"llm": vars(JudgeStats(**e))} if e is not None else {})}}
+             for n, e in enumerate(epochs)]
+    (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_spent_on_a_dataset_counts_its_training_runs(env, capsys):
+    assert run_cli(capsys, env, "summarize", "--dataset", "tiny", "--provider", "oracle")[0] == 0
+    paid = dict(calls=10, cache_hits=2, failures=1, input_tokens=1000, output_tokens=50, cost=0.25)
+    write_run(env, "a", "tiny", [None, paid, {**paid, "calls": 5, "cost": 0.5}], provider="openai", model="gpt-4o-mini")
+    write_run(env, "b", "tiny", [paid], provider="openai", model="gpt-4o-mini")
+    write_run(env, "c", "tiny", [paid])  # no provider named: the defaults of its time
+    write_run(env, "other", "elsewhere", [paid], provider="openai", model="gpt-4o-mini")
+    write_run(env, "dry", "tiny", [dict.fromkeys(paid, 0)], provider="openai", model="gpt-4o-mini")  # spent nothing
+    (env / "runs" / "broken").mkdir()
+    (env / "runs" / "broken" / "config.toml").write_text("not toml [")
+    rows = {(r.template, r.provider): r for r in dataset_spending(open_dataset(env, "tiny"))}
+    train = rows[("train: score, update_fp, update_fn", "openai")]
+    assert (train.model, train.runs, train.calls, train.cache_hits, train.failures) == ("gpt-4o-mini", 2, 25, 6, 3)
+    assert (train.input_tokens, train.output_tokens, train.cost) == (3000, 150, pytest.approx(1.0))
+    assert rows[("train: score, update_fp, update_fn", "(default)")].calls == 10
+    assert rows[("books/summarize", "oracle")].runs == 1 and len(rows) == 3
+    code, out, err = run_cli(capsys, env, "cost", "--spent", "--dataset", "tiny")
+    assert code == 0, err
+    lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+    assert "train: score, update_fp, update_fn openai gpt-4o-mini 25 6 3 3,000 150 1.0000 2" in lines, out
+    assert "total 40 8 4 4,000 200 1.2500 4" in lines, out  # with summarize's 5 oracle calls
+
+
 # ------------------------------------------------------------------------------ settings
 
 
