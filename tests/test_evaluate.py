@@ -15,10 +15,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import torch
 from scipy import stats
 
 from llmhd_cli import plugins, runs
-from llmhd_cli.evaluation import METRICS, UserMetrics, evaluate_runs
+from llmhd_cli.evaluation import METRICS, UserMetrics, evaluate_runs, full_rank_metrics
 from llmhd_cli.llm.base import Provider
 from cli_helpers import assert_user_error, call_main, run_cli, table_row, write_ml100k_cut
 
@@ -73,6 +75,42 @@ def by_denoiser(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["denoiser"]: row for row in rows}
 
 
+# --------------------------------------------------------------------------- per-user metrics
+
+
+class _FixedScores(torch.nn.Module):
+    USER_ID = "user_id"
+
+    def __init__(self, scores: list[list[float]]) -> None:
+        super().__init__()
+        self.scores = torch.nn.Parameter(torch.tensor(scores, dtype=torch.float32), requires_grad=False)
+
+    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
+        return self.scores[interaction[self.USER_ID]].flatten()
+
+
+def test_per_user_vectors_hand_computed(tmp_path: Path) -> None:
+    def csr(rows: dict[int, list[int]]) -> sp.csr_matrix:
+        pairs = [(u, i) for u, items in rows.items() for i in items]
+        users, items = [u for u, _ in pairs], [i for _, i in pairs]
+        return sp.csr_matrix((np.ones(len(pairs)), (users, items)), shape=(5, 5))
+
+    model = _FixedScores([[0] * 5, [0, 4, 3, 2, 1], [0, 1, 2, 3, 4], [0] * 5, [0, 4, 3, 2, 1]])
+    truth = csr({1: [1, 3, 4], 2: [1], 4: [2]})  # user 3 has no test items: skipped
+    got = full_rank_metrics(model, truth, [csr({})], ks=(2,), per_user=True, batch_users=2)
+    np.testing.assert_array_equal(got.users, [1, 2, 4])
+    # user 1 ranks 1, 2, 3, 4: one of three at rank 1; user 2 ranks 4, 3, 2, 1: miss; user 4: its one at rank 2
+    np.testing.assert_allclose(got.values["recall@2"], [1 / 3, 0, 1])
+    np.testing.assert_allclose(got.values["ndcg@2"], [1 / (1 + 1 / np.log2(3)), 0, 1 / np.log2(3)])
+    assert got.means() == full_rank_metrics(model, truth, [csr({})], ks=(2,))
+    got.save(tmp_path / "v.npz")
+    again = UserMetrics.load(tmp_path / "v.npz")
+    assert again.split == got.split and {k: list(v) for k, v in again.values.items()} == {
+        k: list(v) for k, v in got.values.items()}
+    other = full_rank_metrics(model, csr({1: [1, 3], 2: [2], 4: [4]}), [csr({})], ks=(2,), per_user=True)
+    assert other.split != got.split  # another split, another fingerprint
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -114,6 +152,11 @@ def test_group_means_std_and_both_tests_match_scipy(capsys: pytest.CaptureFixtur
     # Welch over seeds: scipy on the runs' means
     welch = stats.ttest_ind(run_means["tce"], run_means["none"], equal_var=False).pvalue
     assert tce["p welch recall@10"] == pytest.approx(welch, rel=1e-9)
+    # recall@5: unequal variances, where Welch's degrees of freedom differ from the pooled test's
+    r5 = {"none": run_means["none"], "tce": [v["r5_tce1"].mean(), 0.0]}
+    welch5 = stats.ttest_ind(r5["tce"], r5["none"], equal_var=False).pvalue
+    assert tce["p welch recall@5"] == pytest.approx(welch5, rel=1e-9)
+    assert welch5 != pytest.approx(stats.ttest_ind(r5["tce"], r5["none"]).pvalue, rel=1e-3)
 
     # paired t over users, by hand: d = tce's per-user seed mean - none's
     d = ((v["none1"] + v["gain"] + v["none2"] + v["gain"]) / 2) - (v["none1"] + v["none2"]) / 2
