@@ -8,7 +8,7 @@ cache miss), never a traceback.
 from __future__ import annotations
 
 import builtins
-import io
+import json
 import os
 import pickle
 import sqlite3
@@ -164,3 +164,200 @@ def test_real_amazon_books_loads_through_the_policy() -> None:
 
     raw = load_rlmrec(AMAZON, {})
     assert raw.n_users == 11000 and len(raw.all_items) == 9332
+
+
+# ------------------------------------------------------------------------------- the LLM cache
+
+from llm_servers import LocalServer, Reply, openai_completion  # noqa: E402
+
+from llmhd_cli.llm.base import LLMRequest  # noqa: E402
+from llmhd_cli.llm.cache import (  # noqa: E402
+    ANSWERS_DIR, LEGACY_ANSWERS_DIR, MIGRATED_MARKER, AnswerStore, Ledger, StoredAnswer, cache_key, read_ledger,
+)
+from llmhd_cli.llm.client import LLMClient  # noqa: E402
+from llmhd_cli.llm.pricing import PriceTable  # noqa: E402
+from llmhd_plugins.providers_openai import OpenAIProvider  # noqa: E402
+
+
+def _score(text: str) -> int:
+    if not (text.startswith("<s>") and text.endswith("</s>")):
+        raise ValueError(text)
+    return int(text[3:-4])
+
+
+def llm_request(i: int) -> LLMRequest:
+    return LLMRequest(task="score", template="t/score", template_hash="abc", system="sys", prompt=f"item {i}",
+                      params={"max_tokens": 5}, parse=_score)
+
+
+def key_of(i: int) -> str:
+    return cache_key("openai", "local", llm_request(i))
+
+
+class Answering:
+    """An OpenAI-compatible handler answering '<s>7</s>'; counts the chat calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, rec) -> Reply:
+        self.calls += 1
+        return Reply(200, openai_completion("<s>7</s>", prompt_tokens=10, completion_tokens=3))
+
+
+def client_for(server: LocalServer, cache: Path) -> LLMClient:
+    provider = OpenAIProvider(model="local", base_url=server.url + "/v1", api_key="sk-test-unused")
+    return LLMClient(provider, cache, prices=PriceTable.from_dict({}), backoff_base=0.01)
+
+
+def rows(cache: Path, folder: str = ANSWERS_DIR) -> list[tuple]:
+    with sqlite3.connect(cache / folder / "cache.db") as conn:
+        return conn.execute("SELECT key, raw, mode, filename, value FROM Cache ORDER BY key").fetchall()
+
+
+def test_answers_are_stored_as_json_text_and_round_trip(tmp_path: Path) -> None:
+    with LocalServer(Answering()) as server:
+        with client_for(server, tmp_path) as c:
+            first = c.run([llm_request(i) for i in range(3)])
+        with client_for(server, tmp_path) as c:
+            again = c.run([llm_request(i) for i in range(3)])
+        assert server.handler.calls == 3 and c.stats.cache_hits == 3 and c.stats.cache_malformed == 0
+    assert [r.value for r in first] == [r.value for r in again] == [7, 7, 7]
+    for key, raw, mode, filename, value in rows(tmp_path):
+        assert type(key) is str and raw == 1 and mode == 1 and filename is None  # MODE_RAW text, no file
+        assert type(value) is str and json.loads(value)["text"] == "<s>7</s>"
+    # Everything a field can hold comes back as it went in.
+    answer = StoredAnswer(text="t", value={"a": [1, 2.5, None, "x"]}, input_tokens=3, output_tokens=4,
+                          usage_reported=True, cost=0.25, elapsed=1.5, model="m",
+                          logprobs=[{"1": -0.5, "2": -1.0}], tokens=["1"], parsed=7)
+    store = AnswerStore(tmp_path)
+    assert store.put("k", answer) and store.get("k") == answer
+    assert store.put("n", StoredAnswer("t", np.int64(4), 1, 1, False, 0.0, 0.0, "m"))  # numpy -> JSON
+    assert store.get("n").value == 4 and type(store.get("n").value) is int
+    assert not store.put("bad", StoredAnswer("t", object(), 1, 1, False, 0.0, 0.0, "m"))  # not data: not cached
+    assert store.get("bad") is None and store.malformed == 0
+    store.close()
+
+
+def _plant_pickle(cache: Path, key: str, value: object, folder: str = ANSWERS_DIR) -> None:
+    """What anyone with write access could do: store a value with diskcache's default (pickling) Disk."""
+    import diskcache
+
+    planted = diskcache.Cache(str(cache / folder))
+    planted.set(key, value)
+    planted.close()
+
+
+def _plant_sql(cache: Path, key: str, mode: int, value: object, filename: str | None = None) -> None:
+    with sqlite3.connect(cache / ANSWERS_DIR / "cache.db") as conn:
+        conn.execute("UPDATE Cache SET mode = ?, value = ?, filename = ? WHERE key = ?", (mode, value, filename, key))
+
+
+GOOD = {"text": "<s>7</s>", "value": None, "input_tokens": 1, "output_tokens": 1, "usage_reported": True,
+        "cost": 0.0, "elapsed": 0.0, "model": "local"}
+
+CRAFTED = {
+    "pickle-os.system": lambda c, k, m, v: _plant_pickle(c, k, payloads(m)["os.system"]),
+    "pickle-exec-in-dict": lambda c, k, m, v: _plant_pickle(c, k, {**GOOD, "text": payloads(m)["builtins.exec"]}),
+    "pickle-open-file-mode": lambda c, k, m, v: _plant_pickle(c, k, {**GOOD, "text": payloads(m)["builtins.open"],
+                                                                      "pad": "x" * 70000}),  # > 32 kB: a .val file
+    "not-json": lambda c, k, m, v: _plant_sql(c, k, 1, "{not json"),
+    "json-list": lambda c, k, m, v: _plant_sql(c, k, 1, "[1, 2]"),
+    "wrong-types": lambda c, k, m, v: _plant_sql(c, k, 1, json.dumps({**GOOD, "input_tokens": "10"})),
+    "missing-field": lambda c, k, m, v: _plant_sql(c, k, 1, json.dumps({"text": "<s>7</s>"})),
+    "negative-cost": lambda c, k, m, v: _plant_sql(c, k, 1, json.dumps({**GOOD, "cost": -5})),
+    "deep-nesting": lambda c, k, m, v: _plant_sql(c, k, 1, "[" * 100000 + "]" * 100000),
+    "blob-value": lambda c, k, m, v: _plant_sql(c, k, 1, json.dumps(GOOD).encode()),
+    "text-file-outside": lambda c, k, m, v: _plant_sql(c, k, 3, None, os.path.relpath(v, c / ANSWERS_DIR)),
+    "abs-file": lambda c, k, m, v: _plant_sql(c, k, 2, None, str(v)),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_cache_entry_is_a_counted_miss(tmp_path: Path, case: str) -> None:
+    cache, marker = tmp_path / "cache", tmp_path / "pwned"
+    victim = tmp_path / "victim.json"
+    victim.write_text(json.dumps(GOOD))  # a file a planted row points at: never read, never deleted
+    with LocalServer(Answering()) as server:
+        with client_for(server, cache) as c:
+            c.run([llm_request(0), llm_request(1)])
+        CRAFTED[case](cache, key_of(0), marker, victim)
+        with client_for(server, cache) as c:
+            results = c.run([llm_request(0), llm_request(1)])
+            assert not marker.exists()
+            assert c.stats.cache_malformed == 1 and c.stats.cache_hits == 1 and c.stats.calls == 1
+            assert all(r.ok and r.value == 7 for r in results) and not results[0].cached
+        with client_for(server, cache) as c:  # the re-asked answer replaced the planted entry
+            c.run([llm_request(0)])
+            assert c.stats.cache_hits == 1 and c.stats.cache_malformed == 0
+        assert server.handler.calls == 3
+    assert not marker.exists() and victim.exists()
+
+
+def test_crafted_entry_warns_once_with_the_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = AnswerStore(tmp_path)
+    store.put("a", StoredAnswer("t", None, 1, 1, True, 0.0, 0.0, "m"))
+    store.close()
+    _plant_pickle(tmp_path, "b", payloads(tmp_path / "pwned")["os.system"])
+    _plant_pickle(tmp_path, "c", payloads(tmp_path / "pwned")["os.mkdir"])
+    store = AnswerStore(tmp_path)
+    assert store.get("b") is None and store.get("c") is None and store.get("b") is None
+    assert store.get("a") is not None and store.malformed == 2  # per entry, not per lookup
+    store.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("not a stored answer" in w for w in warnings) and any("2 entries" in w for w in warnings)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_old_pickled_cache_is_migrated_without_unpickling_code(tmp_path: Path) -> None:
+    cache, marker = tmp_path / "cache", tmp_path / "pwned"
+    # The previous llmhd's store: diskcache's default Disk (pickled dicts) under answers/.
+    _plant_pickle(cache, key_of(0), dict(GOOD), folder=LEGACY_ANSWERS_DIR)
+    _plant_pickle(cache, key_of(1), {**GOOD, "text": "<s>5</s>", "pad": "y" * 70000}, folder=LEGACY_ANSWERS_DIR)
+    _plant_pickle(cache, key_of(2), payloads(marker)["os.system"], folder=LEGACY_ANSWERS_DIR)
+    _plant_pickle(cache, key_of(3), {**GOOD, "value": payloads(marker)["builtins.exec"]}, folder=LEGACY_ANSWERS_DIR)
+    _plant_pickle(cache, "not-a-hash", 12, folder=LEGACY_ANSWERS_DIR)
+    legacy_before = sorted((p.name, p.stat().st_size) for p in (cache / LEGACY_ANSWERS_DIR).rglob("*") if p.is_file())
+    with LocalServer(Answering()) as server:
+        with client_for(server, cache) as c:
+            assert (c.store.migration.copied, c.store.migration.skipped) == (2, 3)
+            results = c.run([llm_request(i) for i in range(4)])
+            assert not marker.exists()
+        assert [r.value for r in results] == [7, 5, 7, 7] and [r.cached for r in results] == [True, True, False, False]
+        assert server.handler.calls == 2
+        with client_for(server, cache) as c:
+            assert c.store.migration is None  # copied once: the marker says so
+    assert json.loads((cache / ANSWERS_DIR / MIGRATED_MARKER).read_text())["copied"] == 2
+    legacy_after = sorted((p.name, p.stat().st_size) for p in (cache / LEGACY_ANSWERS_DIR).rglob("*") if p.is_file())
+    assert [n for n, _ in legacy_after if n.endswith(".val")] == [n for n, _ in legacy_before if n.endswith(".val")]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("setting", ["sqlite_writable_schema", "disk_fetch", "_sql"])
+def test_planted_store_settings_are_refused(tmp_path: Path, setting: str) -> None:
+    AnswerStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / ANSWERS_DIR / "cache.db") as conn:
+        conn.execute("INSERT INTO Settings VALUES (?, ?)", (setting, "1"))
+    with pytest.raises(LLMHDError, match=f"unexpected setting '{setting}'"):
+        AnswerStore(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ANSWERS_DIR).mkdir()
+    (tmp_path / "other" / ANSWERS_DIR / "cache.db").write_bytes(b"garbage, not sqlite" * 100)
+    with pytest.raises(LLMHDError, match="not a readable answer store"):
+        AnswerStore(tmp_path / "other")
+
+
+def test_ledger_reads_planted_values_as_numbers_and_refuses_other_databases(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    ledger.add("t", "openai", "m", calls=2, cost=0.5)
+    ledger.close()
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:
+        conn.execute("UPDATE ledger SET cost = 'a lot', input_tokens = x'8004', output_tokens = 7")
+    [row] = read_ledger(tmp_path)
+    assert (row.calls, row.cost, row.input_tokens, row.output_tokens) == (2, 0.0, 0, 7)
+    other = tmp_path / "other"
+    other.mkdir()
+    with sqlite3.connect(other / "ledger.sqlite") as conn:
+        conn.execute("CREATE TABLE ledger (x TEXT)")
+    with pytest.raises(LLMHDError, match="not an llmhd ledger"):
+        read_ledger(other)

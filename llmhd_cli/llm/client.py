@@ -78,6 +78,7 @@ class RunStats:
     cost: float = 0.0  # US dollars paid by this client
     estimated_calls: int = 0  # paid calls whose usage was estimated, not reported
     budget_exhausted: bool = False
+    cache_malformed: int = 0  # cache entries that were not readable answers: misses, asked again
 
 
 @dataclass
@@ -103,7 +104,7 @@ class LLMClient:
             raise LLMHDError(f"--concurrency: must be at least 1, got {concurrency}")
         self.provider = provider
         self.cache_dir = Path(cache_dir)
-        self.store = AnswerStore(self.cache_dir)
+        self.store = AnswerStore(self.cache_dir, on_malformed=self._malformed_entry)
         self.ledger = Ledger(self.cache_dir)
         self.prices = prices if prices is not None else load_prices()
         self.concurrency = concurrency
@@ -430,6 +431,10 @@ class LLMClient:
         if key and len(key) >= 4 and key in text:
             text = text.replace(key, "***")
         return text
+
+    def _malformed_entry(self, key: str, reason: str) -> None:
+        with self._lock:
+            self.stats.cache_malformed += 1
 
     def _flush_hits(self) -> None:
         # Cache hits go to the ledger in one write per template (a write per hit would be slow).
