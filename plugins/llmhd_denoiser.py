@@ -31,7 +31,7 @@ import torch
 from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
-from llmhd_cli.llm_judge import JudgeStats, LLMJudge
+from llmhd_cli.llm_judge import JudgeStats, LLMJudge, check_judge_accuracy
 from llmhd_cli.score_history import ScoreHistory
 
 log = logging.getLogger(__name__)
@@ -363,10 +363,11 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
     data = context.data
     return LLMJudge(client, tset, data.user_tokens, data.item_tokens, profiles, item_texts, dataset.path,
                     run_dir=context.run_dir, structured=options["structured"], dry=dry,
-                    judge_accuracy=options.get("judge_accuracy", 1.0), seed=context.seed)
+                    judge_accuracy=options["judge_accuracy"], seed=context.seed)
 
 
 def check_options(o: dict[str, Any]) -> None:
+    check_judge_accuracy(o["judge_accuracy"])
     if o["alpha"] <= 0:
         raise LLMHDError(f"--alpha: must be > 0, got {o['alpha']}")
     for name in ("eps_l_max", "eps_v"):
