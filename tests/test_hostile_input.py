@@ -8,7 +8,9 @@ cache miss), never a traceback.
 from __future__ import annotations
 
 import builtins
+import io
 import json
+import logging
 import os
 import pickle
 import sqlite3
@@ -361,3 +363,110 @@ def test_ledger_reads_planted_values_as_numbers_and_refuses_other_databases(tmp_
         conn.execute("CREATE TABLE ledger (x TEXT)")
     with pytest.raises(LLMHDError, match="not an llmhd ledger"):
         read_ledger(other)
+
+
+# ------------------------------------------------------------------------------- secrets in messages
+
+from llmhd_cli.redact import RedactingFilter, mask_secrets, mask_url, url_secrets  # noqa: E402
+
+PASSWORD, QUERY_KEY = "hunter2-pw", "QK-8d7f6e5a4b"
+BASIC = "dXNlcjpodW50ZXIyLXB3"  # base64("user:hunter2-pw"), what HTTP Basic sends for the user info
+SECRETS = (PASSWORD, QUERY_KEY, BASIC)
+
+
+def secret_url(port: int) -> str:
+    return f"http://user:{PASSWORD}@127.0.0.1:{port}/v1?api_key={QUERY_KEY}"
+
+
+def test_mask_url_and_text() -> None:
+    assert mask_url("http://user:pw@host:8080/v1?api_key=abc&x=1#f") == "http://***@host:8080/v1?api_key=***&x=1#f"
+    assert mask_url("https://ghp_token@host/v1") == "https://***@host/v1"
+    assert mask_url("https://h/v1?key=AIza&max_tokens=5&access_token=t&X-Amz-Signature=s") == \
+        "https://h/v1?key=***&max_tokens=5&access_token=***&X-Amz-Signature=***"
+    assert mask_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1" and mask_url(None) is None
+    text = f"cannot reach {secret_url(1)} (ConnectError); see ?token=abc&n=2 and max_tokens=5, eps=0.5"
+    masked = mask_secrets(text)
+    assert masked == ("cannot reach http://***@127.0.0.1:1/v1?api_key=*** (ConnectError); "
+                      "see ?token=***&n=2 and max_tokens=5, eps=0.5")
+    assert mask_secrets("no url, user 5 failed") == "no url, user 5 failed"
+    assert set(url_secrets(secret_url(1))) >= set(SECRETS)
+    assert "user" not in url_secrets(secret_url(1))  # a user name next to a password is just a name
+
+
+def test_redacting_filter_masks_log_records_and_tracebacks() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("llmhd-test-redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("HTTP Request: POST %s/chat/completions", secret_url(9))
+        try:
+            raise RuntimeError(f"failed on {secret_url(9)}")
+        except RuntimeError:
+            logger.exception("crashed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "http://***@127.0.0.1:9/v1?api_key=***" in text and "RuntimeError" in text
+    assert not any(s in text for s in SECRETS), text
+
+
+def _echoing_401(rec) -> Reply:
+    # A server that quotes back what it got: the path (with the query key) and the Basic credentials.
+    return Reply(401, {"error": {"message": f"bad key on {rec.path}, auth={rec.headers.get('authorization')}"}})
+
+
+def test_cli_masks_credentials_in_errors_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  caplog: pytest.LogCaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMHD_CONFIG", str(tmp_path / "no-config.toml"))
+    for env in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMHD_BASE_URL", "LLMHD_PROVIDER", "LLMHD_LLM_CACHE"):
+        monkeypatch.delenv(env, raising=False)
+    src = write_rlmrec(tmp_path / "src")
+    code, _, err = run_cli(capsys, tmp_path / "ws", "prepare", "--dataset", "d", "--source", str(src))
+    assert code == 0, err
+    caplog.set_level(logging.INFO)
+    with LocalServer(_echoing_401) as server:
+        code, out, err = run_cli(capsys, tmp_path / "ws", "-v", "summarize", "--dataset", "d", "--provider", "openai",
+                                 "--model", "local", "--base-url", secret_url(server.port))
+        assert server.requests and server.requests[0].headers.get("authorization") == f"Basic {BASIC}"
+    last = err.strip().splitlines()[-1]  # (the progress bar shares stderr)
+    assert code == 2 and last.startswith("error: ") and "HTTP 401" in last and "api_key=***" in last, err
+    assert "Traceback" not in out + err
+    assert "HTTP Request: POST http://***@127.0.0.1" in caplog.text  # the HTTP library's line, masked
+    shown = out + err + caplog.text
+    assert not any(s in shown for s in SECRETS), shown
+    files = [p for p in (tmp_path / "ws").rglob("*") if p.is_file()]
+    assert files and not any(s.encode() in p.read_bytes() for p in files for s in SECRETS)
+
+
+def test_unreachable_server_message_masks_the_url(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from llm_servers import free_port
+
+    caplog.set_level(logging.DEBUG)
+    provider = OpenAIProvider(model="local", base_url=secret_url(free_port()), api_key="sk-test-unused")
+    with LLMClient(provider, tmp_path, prices=PriceTable.from_dict({}), max_retries=1, backoff_base=0.01) as c:
+        with pytest.raises(LLMHDError) as info:
+            c.run([llm_request(0)])
+    message = str(info.value)
+    assert message.startswith("cannot reach http://***@127.0.0.1:") and "api_key=***" in message
+    assert not any(s in message + caplog.text for s in SECRETS)
+    # A provider's own exception is masked where it is raised.
+    from llmhd_cli.llm.base import ProviderError
+
+    assert PASSWORD not in str(ProviderError(f"openai: failed on {secret_url(1)}"))
+
+
+def test_cli_masks_any_user_error_it_prints(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever raises a user error quoting a URL (a plugin, a settings check), the one line is masked.
+    import llmhd_cli.cli as cli_module
+
+    def refuse(flag: object) -> Path:
+        raise LLMHDError(f"workspace on {secret_url(9)} is not supported")
+
+    monkeypatch.setattr(cli_module, "resolve_workspace", refuse)
+    code, out, err = run_cli(capsys, None, "prepare", "--dataset", "d")
+    assert_user_error(code, out, err, "workspace on http://***@127.0.0.1:9/v1?api_key=***")
+    assert not any(s in out + err for s in SECRETS)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from llmhd_cli.errors import LLMHDError
+from llmhd_cli.redact import mask_secrets
 
 # Task kinds a template can have; providers that do not generate text dispatch on these.
 TASKS = ("summarize", "score", "update_fp", "update_fn", "item_profile")
@@ -65,7 +66,7 @@ class ProviderError(Exception):
 
     def __init__(self, message: str, retryable: bool = False, retry_after: float | None = None,
                  *, unreachable: bool = False, fatal: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(mask_secrets(message))  # SDK messages may quote a URL with credentials
         self.retryable = retryable
         self.retry_after = retry_after
         self.unreachable = unreachable
@@ -88,6 +89,9 @@ class Provider:
     upper_bound: bool = False  # True for diagnostics that see ground truth (oracle)
     leaky_models: tuple[str, ...] = ()  # models that read held-out labels: their runs are marked as leaks
     cacheable: bool = True  # False: answers are not stored (still counted in the ledger)
+    # task -> version of the rule a non-generative provider computes that task's answers by; it
+    # enters those requests' cache key, so a changed rule never reuses the old rule's answers.
+    rule_versions: dict[str, str] = {}
     base_url_env: str | None = None  # environment variable with the default base URL, if any
     needs_key: bool = True  # False for offline providers; generative ones need a key unless base_url is set
 

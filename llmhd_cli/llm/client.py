@@ -25,6 +25,7 @@ from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
 from llmhd_cli.llm.cache import AnswerStore, Ledger, StoredAnswer, cache_key
 from llmhd_cli.llm.pricing import PriceTable, load_prices
 from llmhd_cli.llm.tokens import count_prompt_tokens
+from llmhd_cli.redact import mask_secrets, mask_url, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +290,8 @@ class LLMClient:
 
     def _key(self, request: LLMRequest) -> str:
         return cache_key(self.provider.name, self.provider.model, request,
-                         include_variables=not self.provider.generative)
+                         include_variables=not self.provider.generative,
+                         rule_version=getattr(self.provider, "rule_versions", {}).get(request.task, ""))
 
     def _lookup(self, key: str, template: str) -> StoredAnswer | None:
         if not self.provider.cacheable or (self.refresh and key not in self._fresh):
@@ -395,7 +397,7 @@ class LLMClient:
                     raise _Abort from None
                 if not exc.retryable or attempt >= self.max_retries:
                     if exc.unreachable:
-                        where = self.provider.base_url or f"the {self.provider.name} API"
+                        where = mask_url(self.provider.base_url) or f"the {self.provider.name} API"
                         self._abort(f"cannot reach {where} after {attempt + 1} tries ({message}); "
                                     "answers received so far are cached, rerun to resume")
                         raise _Abort from None
@@ -426,11 +428,13 @@ class LLMClient:
         self._stop.set()
 
     def _scrub(self, text: str) -> str:
-        """Never let an API key into an error message, a log line or the cache."""
+        """Never let an API key (or a URL's credentials) into an error message, a log line or the cache."""
         key = self.provider.api_key
         if key and len(key) >= 4 and key in text:
             text = text.replace(key, "***")
-        return text
+        for secret in url_secrets(self.provider.base_url):  # a server may echo them without the URL
+            text = text.replace(secret, "***")
+        return mask_secrets(text)
 
     def _malformed_entry(self, key: str, reason: str) -> None:
         with self._lock:
