@@ -290,8 +290,7 @@ class LLMClient:
 
     def _key(self, request: LLMRequest) -> str:
         return cache_key(self.provider.name, self.provider.model, request,
-                         include_variables=not self.provider.generative,
-                         rule_version=getattr(self.provider, "rule_versions", {}).get(request.task, ""))
+                         include_variables=not self.provider.generative)
 
     def _lookup(self, key: str, template: str) -> StoredAnswer | None:
         if not self.provider.cacheable or (self.refresh and key not in self._fresh):
