@@ -82,7 +82,8 @@ DENOISERS = [
         "rce",
         "R-CE, reweighted loss (Wang et al. 2021): down-weight low-probability samples",
         _rce,
-        [Option("beta", float, 0.1, "R-CE: exponent of the predicted probability used as weight")],
+        # The authors' default (R_CE/main.py --alpha 0.2); see docs/denoisers.md for their per-dataset values.
+        [Option("beta", float, 0.2, "R-CE: exponent of the predicted probability used as weight")],
     ),
 ]
 

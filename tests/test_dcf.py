@@ -79,6 +79,43 @@ def test_schedules() -> None:
     assert make(4, sigma_decay=0).decay(1000) == 1.0
 
 
+def authors_counts(n: int, d: float, r: float) -> tuple[int, int]:
+    """(taken out, relabelled) of an n-sample batch at drop rate d, as bruno686/DCF ``loss.py`` slices it.
+
+    ``PLC_uncertain_discard`` sorts the batch ascending and keeps ``int((1 - d) n)``; everything
+    from ``int(((1 - r) + r (1 - d)) n)`` on is the relabelled set. Both are truncations of
+    n minus a share, so each count is ceil(share * n): one sample as soon as d > 0.
+    """
+    return n - int((1 - d) * n), n - int(((1 - r) + r * (1 - d)) * n)
+
+
+@pytest.mark.parametrize("objective", ["bce", "bpr"])
+def test_counts_follow_the_authors_schedule(objective: str) -> None:
+    """Default schedule (drop 0.2 over 30000 iterations, relabel ratio 0.05), fresh rows every batch."""
+    n_pos, steps = 512, [0, 1, 2, 100, 1000, 5000, 15000, 29999, 30000, 90000]
+    dcf = make(n_pos * len(steps))
+    rng = np.random.default_rng(0)
+    seen = []
+    for k, step in enumerate(steps):
+        rows = list(range(k * n_pos, (k + 1) * n_pos))
+        pos = list(rng.uniform(0.05, 3.0, n_pos))
+        if objective == "bce":  # BCE: N counts the sampled negatives too, as the authors' mixed batches do
+            batch = bce_batch(pos, list(rng.uniform(0.05, 3.0, n_pos)), step=step)
+            batch.pair_index[:n_pos] = torch.tensor(rows)
+        else:
+            batch = bpr_batch(pos, rows=rows, step=step)
+        decision = dcf.decide(batch)
+        out, flip = authors_counts(len(batch.losses), dcf.rate(step), dcf.relabel_ratio)
+        seen.append((int(decision.dropped.sum()) + int(decision.relabel.sum()), int(decision.relabel.sum())))
+        assert seen[-1] == (out, flip), (step, seen[-1], (out, flip))
+    assert seen[0] == (0, 0)  # iteration 0: the ramp is at 0, nothing is taken out
+    # Iteration 1: r d N = 0.05 * 0.2 / 30000 * N is far below one sample, yet the authors' slicing
+    # (and so this code) relabels one sample and drops none.
+    assert seen[1] == (1, 1)
+    n = 2 * n_pos if objective == "bce" else n_pos
+    assert seen[-1] == (n - int(0.8 * n), n - int(0.99 * n))  # the plateau: d = 0.2, r d = 0.01
+
+
 # ------------------------------------------------------------------------------- rules
 
 
