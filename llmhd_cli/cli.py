@@ -16,6 +16,7 @@ from rich.table import Table
 
 from llmhd_cli import __version__
 from llmhd_cli.errors import LLMHDError
+from llmhd_cli.redact import install_log_redaction, mask_secrets
 from llmhd_cli.workspace import resolve_workspace
 
 # Piped output (logs, CI) would otherwise be cut at 80 columns, truncating metric tables.
@@ -54,6 +55,7 @@ def cli(ctx: click.Context, workspace: str | None, verbose: int) -> None:
     """Train recommenders on noisy implicit feedback, with LLM-assisted hard-sample denoising."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # URLs with credentials (e.g. an HTTP library's request lines) are masked
     ctx.obj = State(workspace, verbose)
 
 
@@ -870,7 +872,7 @@ def main(argv: list[str] | None = None) -> None:
         group = _build()
         group.main(args=argv, prog_name="llmhd", standalone_mode=False)
     except LLMHDError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {mask_secrets(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")
