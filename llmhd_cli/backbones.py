@@ -6,15 +6,24 @@ module (``mf_loss`` in NGCF/LightGCN/NCL) is replaced by a `LossSeam`, which rec
 positive and negative scores, turns them into per-sample losses of the chosen objective and
 lets the denoiser drop or reweight samples. Regularisation and self-supervised terms stay
 RecBole's. Models that do not route their loss through an attribute provide ``train_loss``.
+
+Embedding-based denoisers (llmhd's score history) also need the model's score of a pair to be
+the dot product of final user and item embedding tables, and a way to get those tables
+(`Backbone.embeddings`). `Backbone.contract_problems` checks both when a plugin registers
+the backbone; one that scores otherwise declares ``dot_product_scores=False`` and those
+denoisers refuse it.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+
+from llmhd_cli.errors import LLMHDError
 
 TrainLoss = Callable[[torch.nn.Module, Any, "torch.nn.Module", int, Any], torch.Tensor]
 
@@ -32,7 +41,10 @@ class Backbone:
     - ``adjust_config(params, n_users, n_items)``: fix values that depend on the data.
     - ``final_embeddings(model) -> (user_table, item_table)``: the embeddings whose dot
       product is the model's score (the LLMHD score history snapshots them); by default the
-      first two outputs of ``model.forward()``, as NGCF, LightGCN and NCL return them.
+      first two outputs of ``model.forward()``, as NGCF, LightGCN and NCL return them. A model
+      whose ``forward`` takes arguments (RecBole's BPR: ``forward(user, item)``) must set it.
+    - ``dot_product_scores``: False declares that the model does not score a pair by that dot
+      product; denoisers that need final embeddings (llmhd) then refuse the backbone.
     """
 
     name: str
@@ -44,10 +56,43 @@ class Backbone:
     on_epoch_start: Callable[[torch.nn.Module, int, Any], None] | None = None
     adjust_config: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None
     final_embeddings: Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]] | None = None
+    dot_product_scores: bool = True
+
+    def contract_problems(self) -> list[str]:
+        """What llmhd would miss to train this backbone ([] when nothing); checked at registration.
+
+        Imports ``model_class`` (so a typo shows at once, not mid-run) and, for a dot-product
+        backbone without ``final_embeddings``, checks that ``forward()`` takes no argument.
+        """
+        problems = []
+        if self.loss_attr is None and self.train_loss is None:
+            problems.append("neither loss_attr nor train_loss is set, so llmhd cannot put its loss seam into the model")
+        try:
+            cls = self.load_class()
+        except (ImportError, AttributeError, ValueError) as exc:
+            return [*problems, f"model_class '{self.model_class}' cannot be imported ({exc})"]
+        if self.dot_product_scores and self.final_embeddings is None:
+            params = list(inspect.signature(cls.forward).parameters.values())[1:]  # after self
+            needed = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            if needed:
+                problems.append(
+                    f"final_embeddings is not set and {cls.__name__}.forward() takes arguments ({', '.join(needed)}), "
+                    "so llmhd cannot get the final user and item embedding tables whose dot product is the score: "
+                    "set final_embeddings=lambda model: (user_table, item_table), or dot_product_scores=False if "
+                    "the model does not score that way (embedding-based denoisers such as llmhd then refuse it)")
+        return problems
+
+    def require_embeddings(self, denoiser: str = "llmhd") -> None:
+        """Raise `LLMHDError` when ``denoiser`` needs final embeddings this backbone does not score by."""
+        if not self.dot_product_scores:
+            raise LLMHDError(f"--backbone {self.name}: denoiser '{denoiser}' needs a model that scores by the dot "
+                             "product of final user and item embeddings, and this backbone declares it does not "
+                             "(dot_product_scores=False); use another backbone or denoiser")
 
     @torch.no_grad()
     def embeddings(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user and item embedding tables in eval mode (the model's mode is restored)."""
+        self.require_embeddings()
         was_training = model.training
         # nn.Module.train(False) is eval(); SGL's train() override rebuilds graphs only when mode is True.
         model.train(False)

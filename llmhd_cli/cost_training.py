@@ -85,7 +85,7 @@ def dry_run_config(dataset: str, provider: str, model: str, prompts: str | None 
                 eval_every=max(epochs, 1), early_stop=0)
     config = TrainConfig.from_dict(base, where="train config")
     config.validate()
-    plugins.registry("backbone").get(config.backbone, "--backbone")
+    plugins.registry("backbone").get(config.backbone, "--backbone").require_embeddings(DENOISER)
     resolve_device(config.device)
     check_options(denoiser_options(plugins.registry("denoiser").get(DENOISER, "--denoiser"), params))
     return config

@@ -2,6 +2,8 @@
 
 Registries are filled lazily by calling each ``register_*`` hook once; every registered
 object is recorded with the plugin that provided it, which is what ``llmhd plugins`` shows.
+A registered backbone is checked against llmhd's contract then (`_CONTRACTS`): one that
+lacks something fails at once with an error naming the plugin, not in the middle of a run.
 """
 
 from __future__ import annotations
@@ -70,6 +72,18 @@ class Registry:
 _registries: dict[str, Registry] = {}
 
 
+def _backbone_problems(obj: Any) -> list[str]:
+    from llmhd_cli.backbones import Backbone
+
+    if not isinstance(obj, Backbone):
+        return [f"it is a {type(obj).__name__}, not a llmhd_cli.backbones.Backbone"]
+    return obj.contract_problems()
+
+
+# kind -> what a registered object lacks ([] when nothing).
+_CONTRACTS: dict[str, Callable[[Any], list[str]]] = {"backbone": _backbone_problems}
+
+
 def _collect(hook_name: str, kind: str) -> Registry:
     if hook_name in _registries:
         return _registries[hook_name]
@@ -80,12 +94,16 @@ def _collect(hook_name: str, kind: str) -> Registry:
         owner = pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", "?")
 
         def register(obj: Any, _owner: str = owner) -> None:
-            name = obj.name
+            name = getattr(obj, "name", "?")
             if name in registry.items:
                 raise LLMHDError(
                     f"plugin '{_owner}' registers {kind} '{name}', already registered by "
                     f"'{registry.owners[name]}'; uninstall one of them"
                 )
+            problems = _CONTRACTS[kind](obj) if kind in _CONTRACTS else []
+            if problems:
+                raise LLMHDError(f"plugin '{_owner}' registers {kind} '{name}' that llmhd cannot use: "
+                                 + "; ".join(problems))
             registry.items[name] = obj
             registry.owners[name] = _owner
 

@@ -8,20 +8,24 @@ uninstalls the package afterwards so other tests see the built-ins only.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from cli_helpers import assert_user_error, call_main, run_cli, table_row, write_ml100k_cut
 from llmhd_cli.denoising import SampleBatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +156,130 @@ def test_clip_denoiser_drops_outlying_positives_only() -> None:
     assert decision.dropped.nonzero().flatten().tolist() == [9]
     assert decision.weights.tolist() == [1.0] * 9 + [0.0, 1.0]
     assert not ClipDenoiser(k=3.0).decide(batch).dropped.any()  # 10 < 1.9 + 3 * 2.846
+
+
+# ------------------------------------------------------------------ the backbone contract, in process
+
+SMALL = "small"
+
+
+def _example_module():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import llmhd_example_plugin
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    return llmhd_example_plugin
+
+
+@contextlib.contextmanager
+def registered(name: str, *backbones: Any) -> Iterator[None]:
+    """A plugin ``name`` registering ``backbones``, loaded as an entry point would be, for a block."""
+    from llmhd_cli import plugins
+    from llmhd_cli.hookspecs import hookimpl
+
+    @hookimpl
+    def register_backbones(register):
+        for backbone in backbones:
+            register(backbone)
+
+    module = types.ModuleType(name)
+    module.register_backbones = register_backbones
+    plugins.load_plugins()
+    plugins.pm.register(module, name)
+    plugins._registries.clear()
+    try:
+        yield
+    finally:
+        plugins.pm.unregister(name=name)
+        plugins._registries.clear()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ml-100k's first 150 users with item texts, prepared and summarized by the oracle (no model)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
+        for name in [k for k in os.environ if k.startswith("LLMHD_") and k != "LLMHD_CONFIG"]:
+            mp.delenv(name)
+        source = write_ml100k_cut(tmp_path_factory.mktemp("src"), SMALL, 150, with_items=True)
+        ws = tmp_path_factory.mktemp("ws")
+        assert call_main(ws, "prepare", "-d", SMALL, "--source", str(source), "--kcore", "10", "--domain", "movies") == 0
+        assert call_main(ws, "summarize", "-d", SMALL, "--provider", "oracle") == 0
+        yield ws
+
+
+@pytest.mark.parametrize("change,words", [
+    (dict(final_embeddings=None), ["final_embeddings is not set", "BPR.forward() takes arguments (user, item)",
+                                   "dot_product_scores=False"]),
+    (dict(model_class="recbole.model.general_recommender.NoSuchModel"), ["model_class", "NoSuchModel", "cannot be imported"]),
+    (dict(loss_attr=None), ["neither loss_attr nor train_loss"]),
+])
+def test_a_backbone_that_breaks_the_contract_is_refused_at_registration(change: dict, words: list[str],
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    from llmhd_cli import plugins
+    from llmhd_cli.errors import LLMHDError
+
+    broken = dataclasses.replace(_example_module().MF, name="mf2", **change)
+    with registered("broken-plugin", broken):
+        with pytest.raises(LLMHDError) as error:
+            plugins.registry("backbone")
+        for word in ["plugin 'broken-plugin' registers backbone 'mf2'", *words]:
+            assert word in str(error.value)
+        code, out, err = run_cli(capsys, None, "plugins")
+        assert_user_error(code, out, err, "broken-plugin", "mf2")
+    assert "mf2" not in plugins.registry("backbone").items
+
+
+def test_a_registered_object_that_is_not_a_backbone_is_refused() -> None:
+    from llmhd_cli import plugins
+    from llmhd_cli.errors import LLMHDError
+
+    with registered("odd-plugin", types.SimpleNamespace(name="odd")):
+        with pytest.raises(LLMHDError, match="plugin 'odd-plugin' registers backbone 'odd' .*not a llmhd_cli.backbones.Backbone"):
+            plugins.registry("backbone")
+
+
+@pytest.mark.slow
+def test_mf_trains_with_the_llmhd_denoiser(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    """The example's mf through the whole llmhd method (oracle scores: no model to load)."""
+    with registered("example-in-process", _example_module().MF):
+        run_dir = workspace / "runs" / "mf-llmhd"  # where `cost --spent -d` looks for training runs
+        code, out, err = run_cli(capsys, workspace, "train", "-d", SMALL, "--backbone", "mf", "--denoiser", "llmhd",
+                                 "--provider", "oracle", "--alpha", "50", "--eps-gamma", "2", "--epochs", "4",
+                                 "--batch-size", "256", "--learning-rate", "0.01", "--early-stop", "0",
+                                 "--device", "cpu", "--threads", "1", "--run-dir", str(run_dir))
+        assert code == 0, err
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    last = log[-1]["denoiser"]
+    # The score history had mf's embeddings: variance pruning chose hard candidates the LLM scored.
+    assert last["hard_candidates"] > 0 and last["scored_pairs"] > 0, last
+    assert last["llm"]["calls"] + last["llm"]["cache_hits"] > 0 and last["llm"]["failures"] == 0
+    assert log[-1]["valid"]["ndcg@10"] > 2 * log[0]["valid"]["ndcg@10"] > 0  # it learned
+    # What the run asked the LLM is counted with the dataset's spending.
+    code, out, err = run_cli(capsys, workspace, "cost", "--spent", "-d", SMALL)
+    assert code == 0, err
+    calls = sum(record["denoiser"]["llm"]["calls"] for record in log)
+    cells = table_row(out, "train: score, update_fp, update_fn")
+    assert cells[1:4] == ["oracle (upper bound)", "(default)", f"{calls:,}"], out
+
+
+def test_a_backbone_without_dot_product_scores_is_refused_by_llmhd(workspace: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmhd_cli.training
+
+    opted_out = dataclasses.replace(_example_module().MF, name="mf-nodot", final_embeddings=None, dot_product_scores=False)
+    with registered("nodot-plugin", opted_out):
+        base = ("-d", SMALL, "--backbone", "mf-nodot", "--epochs", "1", "--device", "cpu")
+        with monkeypatch.context() as mp:  # the cost dry run refuses it before training
+            mp.setattr(llmhd_cli.training, "train", lambda *a, **k: pytest.fail("the dry run trained"))
+            code, out, err = run_cli(capsys, workspace, "cost", *base, "--provider", "oracle")
+        assert_user_error(code, out, err, "--backbone mf-nodot", "denoiser 'llmhd'", "dot_product_scores=False")
+        train = ("train", *base, "--threads", "1")
+        code, out, err = run_cli(capsys, workspace, *train, "--denoiser", "llmhd", "--variant", "ld",
+                                 "--run-dir", str(tmp_path / "refused"))
+        assert_user_error(code, out, err, "--backbone mf-nodot", "denoiser 'llmhd'")
+        # Denoisers that need no embeddings train it as before.
+        code, out, err = run_cli(capsys, workspace, *train, "--denoiser", "tce", "--run-dir", str(tmp_path / "tce"))
+        assert code == 0, err

@@ -2,7 +2,8 @@
 
 It adds, through the same hooks llmhd's built-ins use:
 
-- the backbone ``mf``: matrix factorisation, i.e. RecBole's own ``BPR`` general recommender;
+- the backbone ``mf``: matrix factorisation, i.e. RecBole's own ``BPR`` general recommender,
+  with its final embeddings for embedding-based denoisers (``--denoiser llmhd``);
 - the denoiser ``clip``: drop the positive samples whose loss exceeds mean + k * std of the
   batch's positive losses (option ``clip_k``, flag ``--clip-k``).
 
@@ -21,7 +22,14 @@ from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, Sample
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
 
-__all__ = ["ClipDenoiser", "MF", "register_backbones", "register_denoisers"]
+__all__ = ["ClipDenoiser", "MF", "mf_embeddings", "register_backbones", "register_denoisers"]
+
+
+def mf_embeddings(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """BPR's final user and item tables: it scores a pair by their dot product, but its
+    ``forward(user, item)`` needs the pair, so llmhd cannot take the tables from ``forward()``."""
+    return model.user_embedding.weight, model.item_embedding.weight
+
 
 # RecBole's BPR computes its pairwise loss with `self.loss = BPRLoss()` and calls
 # `self.loss(pos_scores, neg_scores)` in `calculate_loss`, so `loss` is the attribute llmhd
@@ -32,6 +40,7 @@ MF = Backbone(
     description="MF: RecBole's BPR matrix factorisation (example plugin)",
     defaults={"embedding_size": 64},
     loss_attr="loss",
+    final_embeddings=mf_embeddings,  # what the llmhd denoiser's score history snapshots
 )
 
 
