@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmhd_plugins.backbones",
+    "llmhd_plugins.rgcf",
     "llmhd_plugins.denoisers",
     "llmhd_plugins.llmhd_denoiser",
     "llmhd_plugins.dcf_denoiser",
