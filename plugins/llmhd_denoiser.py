@@ -382,11 +382,19 @@ def check_options(o: dict[str, Any]) -> None:
             raise LLMHDError(f"--{high.replace('_', '-')} ({o[high]}) is below --{low.replace('_', '-')} ({o[low]})")
 
 
-def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
+def _build(options: dict[str, Any], context: TrainContext, dry: bool,
+           user_profiles: dict[str, str] | None = None) -> LLMHDDenoiser:
     check_options(options)
+    if context.backbone is not None:
+        # The score history snapshots final embeddings: refuse a backbone without them up front.
+        context.backbone.require_embeddings("llmhd")
     needs_llm = VARIANTS[options["variant"]]["lms"]
-    judge = build_judge(options, context) if needs_llm else None
+    judge = build_judge(options, context, dry=dry, user_profiles=user_profiles) if needs_llm else None
     return LLMHDDenoiser(options, context, judge)
+
+
+def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
+    return _build(options, context, dry=False)
 
 
 def build_dry_run(options: dict[str, Any], context: TrainContext,
@@ -394,10 +402,7 @@ def build_dry_run(options: dict[str, Any], context: TrainContext,
     """The denoiser exactly as training builds it, but with a dry judge: nothing is sent, every
     score is unknown (so B_HC is dropped as in LD) and ``denoiser.judge.dry_requests`` collects
     the unique T_score / T_fp / T_fn requests a real run would send. Used by ``llmhd cost``."""
-    check_options(options)
-    needs_llm = VARIANTS[options["variant"]]["lms"]
-    judge = build_judge(options, context, dry=True, user_profiles=user_profiles) if needs_llm else None
-    return LLMHDDenoiser(options, context, judge)
+    return _build(options, context, dry=True, user_profiles=user_profiles)
 
 
 OPTIONS = [

@@ -280,6 +280,7 @@ def test_a_backbone_without_dot_product_scores_is_refused_by_llmhd(workspace: Pa
         code, out, err = run_cli(capsys, workspace, *train, "--denoiser", "llmhd", "--variant", "ld",
                                  "--run-dir", str(tmp_path / "refused"))
         assert_user_error(code, out, err, "--backbone mf-nodot", "denoiser 'llmhd'")
+        assert not (tmp_path / "refused").exists()  # refused before the first epoch: no run folder left
         # Denoisers that need no embeddings train it as before.
         code, out, err = run_cli(capsys, workspace, *train, "--denoiser", "tce", "--run-dir", str(tmp_path / "tce"))
         assert code == 0, err
