@@ -1,3 +1,52 @@
-from llmhd_cli.cli import main
+"""``python -m llmhd_cli`` and the ``llmhd`` console script.
 
-main()
+Only the standard library is imported here, so a Ctrl-C during start-up (the CLI's imports of
+click, rich, torch and the plugins take seconds) is caught too: one line, exit code 130.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import NoReturn
+
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
+_said = False
+
+
+def say_interrupted() -> None:
+    """Write "interrupted" to stderr, once per process however many Ctrl-Cs arrive."""
+    global _said
+    if not _said:
+        _said = True
+        try:
+            os.write(2, b"interrupted\n")  # unbuffered: nothing is lost when the process ends right after
+        except OSError:  # stderr closed: the exit code still says it
+            pass
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    say_interrupted()
+    os._exit(INTERRUPTED)
+
+
+def run() -> NoReturn:
+    """Run the CLI and exit with its code: 0, 2 for user errors, 130 for Ctrl-C."""
+    try:
+        try:
+            from llmhd_cli.cli import main  # seconds of imports: Ctrl-C may well land here
+
+            main()
+        except KeyboardInterrupt:  # before or after cli.main's own handler
+            say_interrupted()
+            sys.exit(INTERRUPTED)
+        sys.exit(0)
+    finally:
+        # Only the interpreter's shutdown is left (atexit, thread joins): a Ctrl-C there ends
+        # the process at once instead of printing "Exception ignored ..." tracebacks.
+        signal.signal(signal.SIGINT, _exit_now)
+
+
+if __name__ == "__main__":
+    run()

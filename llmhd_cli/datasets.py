@@ -158,9 +158,9 @@ def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 def open_dataset(workspace: Path, name: str) -> PreparedDataset:
     """Open a prepared dataset, or fail with the prepare command to run."""
-    from llmhd_cli.workspace import datasets_dir
+    from llmhd_cli.workspace import check_name, datasets_dir
 
-    path = datasets_dir(workspace) / name
+    path = datasets_dir(workspace) / check_name(name)  # before any path is built from it
     meta = path / "dataset.json"
     if not meta.exists():
         raise LLMHDError(

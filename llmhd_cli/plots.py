@@ -1,44 +1,120 @@
-"""Training curves of runs as one PNG: validation NDCG@10, training loss, share of samples
+"""Training curves of runs as one image: validation NDCG@10, training loss, share of samples
 dropped, and the noise detection of the dropped samples, per epoch."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from llmhd_cli import runs
+from llmhd_cli.errors import LLMHDError
+from llmhd_cli.workspace import check_writable_dir
+
+
+def image_formats() -> list[str]:
+    """File extensions ``plot -o`` can write: matplotlib's Agg formats that work here."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = set(FigureCanvasAgg.get_supported_filetypes())
+    if shutil.which(matplotlib.rcParams["pgf.texsystem"]) is None:
+        formats.discard("pgf")  # needs a TeX installation to measure text; fails mid-save without one
+    return sorted(formats)
+
+
+def check_output(output: Path) -> Path:
+    """``output`` if an image can be written there (known extension, writable place); writes nothing."""
+    suffix = output.suffix.lower().lstrip(".")
+    formats = image_formats()
+    if suffix not in formats:
+        got = f"'.{suffix}' is not an image format" if suffix else "no file extension"
+        raise LLMHDError(f"-o {output}: {got} (known: {', '.join(formats)})")
+    if os.path.lexists(output):
+        if output.is_dir() or not os.access(output, os.W_OK):
+            raise LLMHDError(f"-o {output}: cannot be overwritten ({'a folder' if output.is_dir() else 'not writable'})")
+    check_writable_dir(output.parent, "-o: folder")
+    return output
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _field(row: dict[str, Any], group: str, key: str) -> float | None:
+    part = row.get(group)
+    return _number(part.get(key)) if isinstance(part, dict) else None
+
+
+def _dropped_share(row: dict[str, Any]) -> float | None:
+    dropped, samples = _number(row.get("dropped")), _number(row.get("samples"))
+    return 100 * dropped / samples if dropped is not None and samples else None
 
 
 def plot_runs(run_dirs: list[Path], output: Path) -> Path:
-    """Draw every run's curves into ``output`` (PNG); returns the path written."""
+    """Draw every run's curves into ``output`` (its extension picks the format); returns the path written.
+
+    Everything is checked (the output place, every run folder) before the file is written, and
+    the image goes to a temporary file renamed into place: a failure leaves no partial file.
+    """
+    check_output(output)
+    records = [runs.read_run(p) for p in run_dirs]
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    records = [runs.read_run(p) for p in run_dirs]
     panels = [
-        ("validation NDCG@10", lambda r: (r.get("valid") or {}).get("ndcg@10")),
-        ("training loss (per sample)", lambda r: r.get("loss")),
-        ("samples dropped (%)", lambda r: 100 * r["dropped"] / r["samples"] if r.get("samples") else None),
-        ("injected noise among dropped positives: F1", lambda r: (r.get("noise") or {}).get("f1")),
+        ("validation NDCG@10", lambda r: _field(r, "valid", "ndcg@10")),
+        ("training loss (per sample)", lambda r: _number(r.get("loss"))),
+        ("samples dropped (%)", _dropped_share),
+        ("injected noise among dropped positives: F1", lambda r: _field(r, "noise", "f1")),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
-    for ax, (title, value) in zip(axes.flat, panels):
-        for record in records:
-            points = [(row["epoch"], value(row)) for row in record.log]
-            points = [(x, y) for x, y in points if y is not None]
-            if points:
-                ax.plot(*zip(*points), marker=".", label=_label(record))
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    try:
+        for ax, (title, value) in zip(axes.flat, panels):
+            for record in records:
+                points = [(row["epoch"], value(row)) for row in record.log]
+                points = [(x, y) for x, y in points if y is not None]
+                if points:
+                    ax.plot(*zip(*points), marker=".", label=_label(record))
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        if axes.flat[0].get_legend_handles_labels()[0]:
+            axes.flat[0].legend(fontsize=8)
+        _save(fig, output)
+    finally:
+        plt.close(fig)
     return output
+
+
+def _save(fig: Any, output: Path) -> None:
+    made = output.parent.absolute()  # the topmost folder this creates, removed again on failure
+    while not made.parent.exists():
+        made = made.parent
+    made = None if made.exists() else made
+    tmp = None
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the image should not be
+        fig.savefig(tmp, dpi=120, format=output.suffix.lower().lstrip("."))
+        os.replace(tmp, output)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise LLMHDError(f"-o {output}: cannot write the image ({getattr(exc, 'strerror', None) or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _label(record: runs.RunRecord) -> str:

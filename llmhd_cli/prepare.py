@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -38,14 +38,13 @@ from llmhd_cli.datasets import (
     open_dataset,
 )
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.workspace import datasets_dir
+from llmhd_cli.workspace import check_name, datasets_dir
 
 log = logging.getLogger(__name__)
 
 NOISE_SOURCES = ("low-rating", "random")
 SPLIT_RATIOS = (3, 1, 1)  # train : valid : test, per user
 DEFAULT_DOMAIN = "items"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -120,7 +119,7 @@ def ensure_prepared(
     """
     from llmhd_cli import plugins
 
-    meta = datasets_dir(workspace) / name / "dataset.json"
+    meta = datasets_dir(workspace) / check_name(name) / "dataset.json"
     source = plugins.registry("dataset").items.get(name)
     if not meta.exists() and source is not None and source.builtin:
         dataset = prepare_dataset(workspace, PrepareOptions(name=name))
@@ -174,12 +173,14 @@ def resolve_source(options: PrepareOptions) -> DatasetSource:
 
 
 def _check_options(options: PrepareOptions) -> None:
-    if not _NAME_RE.match(options.name):
-        raise LLMHDError(
-            f"--dataset {options.name!r}: not a usable dataset name (letters, digits, '.', '_', '-')"
-        )
-    if not 0 <= options.noise_ratio <= 1:
+    check_name(options.name)
+    # NaN fails every comparison, so each bound is written to reject it too.
+    if not (math.isfinite(options.noise_ratio) and 0 <= options.noise_ratio <= 1):
         raise LLMHDError(f"--noise-ratio {options.noise_ratio}: must be between 0 and 1")
+    if not math.isfinite(options.min_rating):
+        raise LLMHDError(f"--min-rating {options.min_rating}: must be a finite number")
+    if not 0 <= options.seed < 2**32:  # numpy's seeding range
+        raise LLMHDError(f"--seed {options.seed}: must be in [0, 2^32)")
     if options.noise_source is not None and options.noise_source not in NOISE_SOURCES:
         raise LLMHDError(f"--noise-source {options.noise_source}: must be one of {', '.join(NOISE_SOURCES)}")
     if options.kcore < 0:

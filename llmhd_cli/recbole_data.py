@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -73,6 +74,7 @@ def _csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr
 def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict[str, Any], seed: int,
                       device: torch.device) -> RecBoleData:
     """Create RecBole's Config and Dataset for ``dataset`` and the arrays of its splits."""
+    check_backbone_params(backbone, params)
     recbole_compat.apply()
     from recbole.config import Config
     from recbole.data import create_dataset
@@ -139,6 +141,45 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
         user_tokens=user_tokens,
         item_tokens=item_tokens,
     )
+
+
+# Settings llmhd itself gives RecBole (load_recbole_data) or owns as flags: not --set keys.
+_LLMHD_OWNED = {"data_path", "benchmark_filename", "load_col", "seed", "reproducibility", "show_progress",
+                "save_dataset", "save_dataloaders", "checkpoint_dir", "device"}
+_CONFIG_KEY = re.compile(r"""config\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]""")
+
+
+def backbone_settings(backbone: Backbone) -> list[str]:
+    """The RecBole settings a backbone's model reads: its ``properties/model/<Model>.yaml``,
+    the backbone's defaults, and the overall settings its model's code reads (``config["..."]``,
+    e.g. LightGCN's ``require_pow``)."""
+    import inspect
+    from pathlib import Path
+
+    import recbole
+    import yaml
+
+    cls = backbone.load_class()
+    keys = set(backbone.defaults)
+    model_yaml = Path(recbole.__file__).parent / "properties" / "model" / f"{cls.__name__}.yaml"
+    if model_yaml.is_file():
+        keys.update(yaml.safe_load(model_yaml.read_text(encoding="utf-8")) or {})
+    try:
+        keys.update(_CONFIG_KEY.findall(inspect.getsource(inspect.getmodule(cls))))
+    except (OSError, TypeError):  # no source (a compiled plugin): the yaml and defaults only
+        pass
+    return sorted(keys - _LLMHD_OWNED)
+
+
+def check_backbone_params(backbone: Backbone, params: dict[str, Any]) -> None:
+    """Every ``--set`` / ``[backbone_params]`` key must be a setting the backbone reads; RecBole
+    itself accepts any key, so a typo (``n_layer=3``) would silently train the default."""
+    unknown = sorted(set(params) - set(backbone_settings(backbone)))
+    if unknown:
+        owned = [k for k in unknown if k in _LLMHD_OWNED]
+        hint = f" ('{owned[0]}' is set by llmhd; use its flag)" if owned else ""
+        raise LLMHDError(f"--set {unknown[0]}: not a setting of backbone '{backbone.name}'{hint} "
+                         f"(known: {', '.join(backbone_settings(backbone))})")
 
 
 def _check_setting_types(config: Any, params: dict[str, Any], backbone: str) -> None:

@@ -38,15 +38,24 @@ ENVIRONMENT = "environment.json"
 
 
 def new_run_dir(runs_root: Path, name: str) -> Path:
-    """A fresh, uniquely named run directory (timestamp prefix, numeric suffix on clashes)."""
+    """A fresh, uniquely named run directory directly inside ``runs_root`` (timestamp prefix,
+    numeric suffix on clashes); ``name`` must pass `workspace.check_name`."""
+    from llmhd_cli.workspace import check_name
+
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = runs_root / f"{stamp}-{name}"
+    base = runs_root / f"{stamp}-{check_name(name, 'run folder', 'run', limit=200)}"
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()  # exist_ok=False: a folder another run just made is never shared
+                return path
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
+    except OSError as exc:
+        raise LLMHDError(f"{runs_root}: cannot create the run folder ({exc.strerror or exc})") from None
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -109,9 +118,36 @@ def read_run(path: Path) -> RunRecord:
         raise LLMHDError(f"{path}: the run did not finish (no {METRICS}); train it again")
     try:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise LLMHDError(f"{metrics_path}: unreadable metrics ({exc})") from exc
-    log = []
-    if (path / LOG).exists():
-        log = [json.loads(line) for line in (path / LOG).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return RunRecord(path, config, metrics, log)
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise LLMHDError(f"{metrics_path}: unreadable metrics ({exc})") from None
+    if not isinstance(metrics, dict) or not all(_numbers(metrics.get(k, {})) for k in ("test", "valid")):
+        raise LLMHDError(f"{metrics_path}: unreadable metrics (expected a JSON object whose 'test' and 'valid' "
+                         "map metric names to numbers)")
+    return RunRecord(path, config, metrics, _read_log(path / LOG))
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch records; a damaged line is an error naming the file and the line."""
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LLMHDError(f"{path}: unreadable log ({exc})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise LLMHDError(f"{path} line {number}: unreadable log record ({exc})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool):
+            raise LLMHDError(f"{path} line {number}: unreadable log record (expected a JSON object with an integer 'epoch')")
+        records.append(record)
+    return records

@@ -8,6 +8,7 @@ user config, or ``LLMHD_PRICES``) overrides it model by model. A model with no e
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,14 +52,15 @@ class PriceTable:
             if not isinstance(models, dict):
                 raise LLMHDError(f"{source}: [{provider}] must be a table of models")
             for model, entry in models.items():
-                try:
-                    price = Price(float(entry["input"]), float(entry["output"]))
-                except (TypeError, KeyError, ValueError):
+                values = [entry.get(k) if isinstance(entry, dict) else None for k in ("input", "output")]
+                # TOML reads nan and inf as floats, and a bool would pass float(): none is a price.
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                     raise LLMHDError(f"{source}: {provider}.{model} needs numeric 'input' and 'output' "
-                                     "($ per million tokens)") from None
-                if price.input < 0 or price.output < 0:
-                    raise LLMHDError(f"{source}: {provider}.{model}: prices must not be negative")
-                self.prices.setdefault(provider, {})[model] = price
+                                     "($ per million tokens)")
+                if not all(math.isfinite(v) and v >= 0 for v in values):
+                    raise LLMHDError(f"{source}: {provider}.{model}: prices must be finite and not negative, "
+                                     f"got input {values[0]}, output {values[1]}")
+                self.prices.setdefault(provider, {})[model] = Price(float(values[0]), float(values[1]))
 
     def get(self, provider: str, model: str) -> Price | None:
         models = self.prices.get(provider, {})

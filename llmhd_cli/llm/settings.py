@@ -22,6 +22,7 @@ shell history and process lists), and are never written anywhere by llmhd.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,8 @@ def _number(value: Any, where: str, kind: type, minimum: float) -> Any:
         number = kind(value)
     except (TypeError, ValueError):
         raise LLMHDError(f"{where}: expected a number, got '{value}'") from None
-    if number < minimum:
-        raise LLMHDError(f"{where}: must be at least {minimum}, got {value}")
+    if not math.isfinite(number) or number < minimum:  # float() reads "nan" and "inf"
+        raise LLMHDError(f"{where}: must be a finite number of at least {minimum}, got {value}")
     return number
 
 
@@ -146,7 +147,9 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
     settings = LLMSettings(provider=name, model=chosen, base_url=url, api_key=key, refresh=bool(refresh))
     value, where = _pick("cache_dir", cache_dir, config)
     if value:
-        settings.cache_dir = Path(str(value)).expanduser()
+        from llmhd_cli.workspace import check_writable_dir
+
+        settings.cache_dir = check_writable_dir(str(value), where)  # before anything runs or is written
     for key, flag, kind, minimum in (("concurrency", concurrency, int, 1), ("max_cost", max_cost, float, 0),
                                      ("max_retries", max_retries, int, 0), ("timeout", timeout, float, 0.001)):
         value, where = _pick(key, flag, config)
