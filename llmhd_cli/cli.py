@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmhd_cli import __version__
@@ -112,6 +113,14 @@ def providers_command() -> None:
 # --------------------------------------------------------------------------- prepare
 
 
+def _writable_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Click callback of folder options llmhd writes into: a file in the way or a folder that
+    cannot be written is a one-line error while the flags are read, before anything runs."""
+    from llmhd_cli.workspace import check_writable_dir
+
+    return None if value is None else check_writable_dir(value, param.opts[0])
+
+
 def _split_csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -146,9 +155,10 @@ def prepare_command(
     """Clean, split and add noise to a dataset; write it to <workspace>/datasets/<name>/."""
     from llmhd_cli.config import default_dataset
     from llmhd_cli.prepare import PrepareOptions, prepare_dataset
+    from llmhd_cli.workspace import check_name
 
     options = PrepareOptions(
-        name=name or default_dataset(),
+        name=name if name is not None else default_dataset(),
         source_dir=source_dir,
         format=fmt,
         domain=domain,
@@ -160,6 +170,7 @@ def prepare_command(
         noise_source=noise_source,
         force=force,
     )
+    check_name(options.name)  # before the name is shown (rich markup) or any path is built from it
     with console.status(f"preparing {options.name} ..."):
         dataset = prepare_dataset(state.workspace, options)
     info, stats = dataset.info, dataset.info.stats
@@ -184,7 +195,7 @@ def prepare_command(
     console.print(table)
     for note in info.notes:
         console.print(f"note: {note}", style="dim", highlight=False)
-    console.print(f"wrote {dataset.path}", highlight=False)
+    console.print(f"wrote {dataset.path}", highlight=False, markup=False)
 
 
 
@@ -305,7 +316,8 @@ METRIC_KEYS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Backbone (RecBole) setting, e.g. --set n_layers=3; repeatable.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file of train settings (the keys of a run's config.toml); flags override it.")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write the run here [default: <workspace>/runs/<time>-<names>].")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=_writable_dir,
+              help="Write the run here [default: <workspace>/runs/<time>-<names>].")
 @_denoiser_flag_options
 @click.pass_context
 def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
@@ -336,6 +348,12 @@ def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[
                 raise LLMHDError(f"--{name.replace('_', '-')}: an option of denoiser {', '.join(owners)}, not of '{config.denoiser}'")
         config.denoiser_params = {**config.denoiser_params, **denoiser_flags}
 
+    # Checked before ensure_prepared, which may write the built-in dataset.
+    from llmhd_cli.recbole_data import check_backbone_params
+    from llmhd_cli.workspace import check_name
+
+    check_name(config.dataset)
+    check_backbone_params(plugins.registry("backbone").get(config.backbone, "--backbone"), config.backbone_params)
     dataset = ensure_prepared(state.workspace, config.dataset, notify=lambda m: console.print(m, style="yellow", highlight=False))
     with _TrainProgress(config.epochs) as progress:
         result = train(config, dataset, runs_dir(state.workspace), observer=progress, run_dir=run_dir)
@@ -348,7 +366,7 @@ def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[
         if "kept_hard_share" in noise:
             line += f"; kept as hard {noise['noise_kept_hard']:,} of {noise['noise_candidates']:,} noise candidates"
         console.print(line, highlight=False)
-    console.print(f"run directory: {result.run_dir}", highlight=False)
+    console.print(f"run directory: {result.run_dir}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -398,12 +416,12 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
 @cli.command("plot")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("llmhd-curves.png"),
-              help="PNG file to write.")
+              help="Image to write; its extension picks the format (png, pdf, svg, ...).")
 def plot_command(run_dirs: tuple[Path, ...], output: Path) -> None:
-    """Training curves of runs (validation NDCG@10, loss, dropped share, noise F1) as a PNG."""
+    """Training curves of runs (validation NDCG@10, loss, dropped share, noise F1) as an image."""
     from llmhd_cli.plots import plot_runs
 
-    console.print(f"wrote {plot_runs(list(run_dirs), output)}", highlight=False)
+    console.print(f"wrote {plot_runs(list(run_dirs), output)}", highlight=False, markup=False)
 
 
 _SHORT = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
@@ -582,7 +600,7 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
 
     settings = resolve_settings(provider=provider, model=model, base_url=base_url,
                                 cache_dir=cache_dir, concurrency=concurrency, max_cost=max_cost, refresh=refresh)
-    options = SummarizeOptions(dataset or default_dataset(), prompts_dir_setting(prompts_dir), items,
+    options = SummarizeOptions(dataset if dataset is not None else default_dataset(), prompts_dir_setting(prompts_dir), items,
                                max_items if max_items is not None else DEFAULT_MAX_ITEMS)
     from llmhd_cli import plugins
 
@@ -628,7 +646,7 @@ def _dry_run_options(command):
         click.option("--batch-size", type=int, default=None, help="Training dry run: batch size [default: config [train], else 1024]."),
         click.option("--seed", type=int, default=None, help="Training dry run: seed [default: config [train], else 2024]."),
         click.option("--device", default=None, help="Training dry run: auto, cpu or cuda [default: auto]."),
-        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=_writable_dir,
                      help="Training dry run: keep its run directory here [default: a temporary folder, removed after]."),
         click.option("--structured", is_flag=True, help="Training dry run: render structured (JSON schema) score requests."),
     ]
@@ -716,7 +734,7 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     if spent:
         if training:
             raise LLMHDError("cost --spent: the training flags (--train, --epochs, --eps-v, ...) are for an estimate")
-        if dataset:
+        if dataset is not None:
             from llmhd_cli.datasets import open_dataset
             from llmhd_cli.workspace import runs_dir
 
@@ -736,7 +754,7 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
                              ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost", "runs")))
         console.print(_stats_table(title, rows + [total], runs=bool(dataset)))
         return
-    name = dataset or default_dataset()
+    name = dataset if dataset is not None else default_dataset()
     prompts = prompts_dir_setting(prompts_dir)
     options: dict = {"items": items, "max_items": max_items}
     progress = report = None
@@ -867,20 +885,29 @@ def _build() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the CLI, turning user errors into exit code 2."""
+    """Run the CLI, turning user errors into exit code 2 and Ctrl-C into 130 (one line each)."""
+    from llmhd_cli.__main__ import INTERRUPTED, say_interrupted
+
     try:
         group = _build()
         group.main(args=argv, prog_name="llmhd", standalone_mode=False)
+    except KeyboardInterrupt:  # outside click's own handling (plugin loading in _build)
+        say_interrupted()
+        sys.exit(INTERRUPTED)
     except LLMHDError as exc:
-        err_console.print(f"[bold red]error:[/] {mask_secrets(str(exc))}", highlight=False, soft_wrap=True)
+        # escape: a message quotes user input ('--dataset [/x]'), which is not rich markup
+        err_console.print(f"[bold red]error:[/] {escape(mask_secrets(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            say_interrupted()
+        else:
+            err_console.print("aborted")
+        sys.exit(INTERRUPTED)
     except click.UsageError as exc:
         # One line like every other user error, naming where to read more.
         where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}{where}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(where)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
