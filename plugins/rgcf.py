@@ -487,7 +487,7 @@ def _define_model() -> type:
             scores = self.restore_user_e[interaction[self.USER_ID]] @ self.restore_item_e.t()
             return scores.view(-1)
 
-    RGCF.__module__ = __name__
+    RGCF.__module__, RGCF.__qualname__ = __name__, "RGCF"
     return RGCF
 
 
