@@ -169,6 +169,20 @@ def _run_phase(client: Any, requests: list[LLMRequest], label: str, progress: Pr
     return results, row
 
 
+def _report_failures(phase: str, results: list[Any], consequence: str, all_is_error: bool = False) -> list[str]:
+    """The errors of the failed requests (budget stops aside), and one warning line saying how many.
+
+    With ``all_is_error`` a phase where every call failed is left to the caller (an error).
+    """
+    from llmhd_cli.llm.client import ABORTED, BUDGET
+
+    failed = [str(r.error) for r in results if not r.ok and r.error not in (BUDGET, ABORTED)]
+    if failed and not (all_is_error and len(failed) == len(results)):
+        log.warning("summarize: %d of %d %s calls failed (first error: %s); %s", len(failed), len(results), phase,
+                    failed[0], consequence)
+    return failed
+
+
 def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
               progress: Progress | None = None) -> SummarizeResult:
     """Summarize every user of ``options.dataset``; see the module docstring."""
@@ -183,22 +197,28 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
     store = ProfileStore(dataset)
     client = make_client(settings, workspace)
     provider = client.provider
+    # Prompts cut to the model's context window at render time, exactly as `llmhd cost` renders them.
+    tset = tset.for_model(provider, provider.model, getattr(settings, "context_window", None))
     rows: list[TemplateStats] = []
     try:
         if options.items:
             requests = item_profile_requests(dataset, tset)
             results, row = _run_phase(client, requests, "item profiles", progress)
             rows.append(row)
+            _report_failures("item profiles", results, "those items keep their raw text")
             generated = {r.request.variables["item_id"]: str(r.value) for r in results if r.ok and r.value}
             template = tset.get("item_profile")
-            store.save(ProfileVersion("item", provider.name, provider.model, template.name, template.hash),
-                       generated, {"failures": row.failures, "requests": len(requests)})
+            if generated:  # a version with no profile would only hide the raw texts' place
+                store.save(ProfileVersion("item", provider.name, provider.model, template.name, template.hash),
+                           generated, {"failures": row.failures, "requests": len(requests)})
         texts, item_source = store.item_texts(provider.name, provider.model)
         requests, skipped = summarize_requests(dataset, tset, texts, options.max_items)
         if not requests:
             raise LLMHDError(f"dataset '{dataset.name}': no user has a training item with a text; nothing to summarize")
         results, row = _run_phase(client, requests, "user summaries", progress)
         rows.append(row)
+        failed = _report_failures("user summaries", results, "those users have no profile; rerun to retry them",
+                                  all_is_error=True)
         profiles = {r.request.variables["user_id"]: str(r.value) for r in results if r.ok and r.value}
         template = tset.get("summarize")
         version = ProfileVersion("user", provider.name, provider.model, template.name, template.hash)
@@ -212,6 +232,8 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
     finally:
         client.close()
     record_spending(dataset, rows)
+    if failed and len(failed) == len(results):
+        raise LLMHDError(f"summarize: all {len(failed):,} calls failed (first error: {failed[0]}); nothing was written")
     return SummarizeResult(
         dataset=dataset.name, provider=provider.name, model=provider.model, template_set=tset.name,
         upper_bound=bool(provider.upper_bound), generative=bool(provider.generative), users=len(requests),

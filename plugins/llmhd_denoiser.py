@@ -359,6 +359,7 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
                          "LLM scoring needs them: prepare it from a source with item texts or profiles")
     log.info("llmhd: user profiles from %s", origin)
     tset = template_set_for(dataset.info.domain, prompts_dir_setting(options["prompts"]))
+    tset = tset.for_model(settings.provider, settings.model, settings.context_window)  # prompts fit the model
     client = None if dry else make_client(settings, context.workspace)
     data = context.data
     return LLMJudge(client, tset, data.user_tokens, data.item_tokens, profiles, item_texts, dataset.path,

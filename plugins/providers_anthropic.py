@@ -15,7 +15,7 @@ from typing import Any
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider
 from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
-from llmhd_plugins.providers_openai import provider_error
+from llmhd_plugins.providers_openai import BODY_ERRORS, malformed_body, provider_error, usage_counts
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
 PASS_THROUGH = ("temperature", "top_p", "top_k")
@@ -76,22 +76,39 @@ class AnthropicProvider(Provider):
             message = self._client.messages.create(**self._kwargs(request))
         except self._sdk.AnthropicError as exc:
             raise provider_error(exc, self._sdk, self.name) from None
+        except ValueError as exc:  # json.JSONDecodeError: a JSON content type, a body that is not JSON
+            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+        if not isinstance(message, self._sdk.types.Message):  # a non-JSON content type
+            raise malformed_body(self.name, "a body that is not a message", message)
+        try:
+            return self._response(request, message)
+        except BODY_ERRORS as exc:
+            raise malformed_body(self.name, f"a message without the expected fields ({type(exc).__name__}: "
+                                            f"{exc})") from None
+
+    def _response(self, request: LLMRequest, message: Any) -> LLMResponse:
+        if not isinstance(message.content, list):
+            raise malformed_body(self.name, "a message without a content list")
         parts = []
-        for block in message.content or []:
-            if block.type == "text":
+        for block in message.content:
+            kind = getattr(block, "type", None)
+            if kind == "text":
+                if not isinstance(block.text, str):
+                    raise malformed_body(self.name, f"a text block that is not text ({type(block.text).__name__})")
                 parts.append(block.text)
-            elif block.type == "tool_use":
+            elif kind == "tool_use":
                 parts.append(json.dumps(block.input))
         text = "".join(parts)
-        usage = message.usage
-        if usage is not None and usage.input_tokens is not None:
-            tokens_in, tokens_out, reported = int(usage.input_tokens), int(usage.output_tokens or 0), True
+        counts = usage_counts(message.usage, "input_tokens", "output_tokens")
+        if counts is not None:
+            (tokens_in, tokens_out), reported = counts, True
         else:
             tokens_in, _ = count_prompt_tokens(request.system, request.prompt, self.name, self.model)
             tokens_out, _ = count_tokens(text, self.name, self.model)
             reported = False
+        model = message.model if isinstance(message.model, str) and message.model else self.model
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
-                           model=message.model or self.model)
+                           model=model)
 
     def close(self) -> None:
         self._client.close()

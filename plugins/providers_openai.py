@@ -60,6 +60,38 @@ def provider_error(exc: Exception, sdk: Any, name: str) -> ProviderError:
     return ProviderError(f"{name}: {type(exc).__name__}: {exc}")
 
 
+# What the SDKs raise or leave broken when an HTTP 200 body is not the expected JSON object:
+# json.JSONDecodeError (a ValueError) for a JSON content type with a non-JSON body, and for
+# JSON lacking fields, attribute/type errors on access (their models are built unvalidated).
+BODY_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError)
+
+
+def malformed_body(name: str, what: str, body: Any = None) -> ProviderError:
+    """An HTTP 200 whose body is not a usable answer: one counted failure of this request.
+
+    Not retried: the server may have charged for the call, and a server answering garbage
+    usually answers it every time (a wrong --base-url serving a web page).
+    """
+    preview = ""
+    if isinstance(body, (str, bytes, list, int, float)):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        text = " ".join(text.split())
+        preview = f": {text[:80]!r}" if text else ": an empty body"
+    return ProviderError(f"{name}: HTTP 200 with {what}{preview}")
+
+
+def usage_counts(usage: Any, input_field: str, output_field: str) -> tuple[int, int] | None:
+    """(input, output) tokens from a usage object, or None when it is missing or not numbers."""
+    try:
+        tokens_in, tokens_out = getattr(usage, input_field, None), getattr(usage, output_field, None) or 0
+        if isinstance(tokens_in, bool) or isinstance(tokens_out, bool):
+            return None
+        tokens_in, tokens_out = int(tokens_in), int(tokens_out)
+    except (TypeError, ValueError):
+        return None
+    return (tokens_in, tokens_out) if tokens_in >= 0 and tokens_out >= 0 else None
+
+
 class OpenAIProvider(Provider):
     name = "openai"
     description = "OpenAI chat completions, or any OpenAI-compatible server via --base-url"
@@ -113,13 +145,28 @@ class OpenAIProvider(Provider):
             completion = self._client.chat.completions.create(**self._kwargs(request))
         except self._sdk.OpenAIError as exc:
             raise provider_error(exc, self._sdk, self.name) from None
+        except ValueError as exc:  # json.JSONDecodeError: a JSON content type, a body that is not JSON
+            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+        if not isinstance(completion, self._sdk.types.chat.ChatCompletion):  # a non-JSON content type
+            raise malformed_body(self.name, "a body that is not a chat completion", completion)
+        try:
+            return self._response(request, completion)
+        except BODY_ERRORS as exc:
+            raise malformed_body(self.name, f"a chat completion without the expected fields ({type(exc).__name__}: "
+                                            f"{exc})") from None
+
+    def _response(self, request: LLMRequest, completion: Any) -> LLMResponse:
         if not completion.choices:
-            raise ProviderError(f"{self.name}: the server returned no choices", retryable=True)
+            raise malformed_body(self.name, "a chat completion without choices")
         choice = completion.choices[0]
-        text = choice.message.content or ""
-        usage = completion.usage
-        if usage is not None and usage.prompt_tokens is not None:
-            tokens_in, tokens_out, reported = int(usage.prompt_tokens), int(usage.completion_tokens or 0), True
+        text = choice.message.content
+        if text is None:
+            text = ""  # no text (a refusal, a tool call): the parser's re-ask deals with it
+        if not isinstance(text, str):
+            raise malformed_body(self.name, f"a message content that is not text ({type(text).__name__})")
+        counts = usage_counts(completion.usage, "prompt_tokens", "completion_tokens")
+        if counts is not None:
+            (tokens_in, tokens_out), reported = counts, True
         else:
             tokens_in, _ = count_prompt_tokens(request.system, request.prompt, self.name, self.model)
             tokens_out, _ = count_tokens(text, self.name, self.model)
@@ -129,12 +176,13 @@ class OpenAIProvider(Provider):
         if content:
             logprobs, tokens = [], []
             for item in content:
-                alternatives = {alt.token: float(alt.logprob) for alt in (item.top_logprobs or [])}
-                alternatives.setdefault(item.token, float(item.logprob))
+                alternatives = {str(alt.token): float(alt.logprob) for alt in (item.top_logprobs or [])}
+                alternatives.setdefault(str(item.token), float(item.logprob))
                 logprobs.append(alternatives)
-                tokens.append(item.token)
+                tokens.append(str(item.token))
+        model = completion.model if isinstance(completion.model, str) and completion.model else self.model
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
-                           model=completion.model or self.model, logprobs=logprobs, tokens=tokens)
+                           model=model, logprobs=logprobs, tokens=tokens)
 
     def close(self) -> None:
         self._client.close()

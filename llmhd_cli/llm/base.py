@@ -39,6 +39,9 @@ class LLMRequest:
     parse: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
     # Appended to the prompt when the first answer does not parse (one re-ask); None: a generic one.
     reask_hint: str | None = field(default=None, compare=False, repr=False)
+    # Texts the template cut or left out to fit the model's context window (the prompt shows
+    # the cut, so the key needs nothing more); the client counts and reports cut prompts.
+    cut: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The calling layer: every provider call goes through `LLMClient`.
 
 For each request the client looks the answer up in the cache, else checks the budget, sends
-it (bounded concurrency, retries with backoff), stores the answer the moment it arrives (so
-an interrupted run resumes without paying twice), adds it to the ledger, and parses it with
+it (bounded concurrency, retries with backoff; a request another process on the same cache is
+already paying for is waited for, `llmhd_cli.llm.claims`), stores the answer the moment it
+arrives (so an interrupted run resumes without paying twice), adds it to the ledger, and parses it with
 the request's parser (one re-ask on a malformed answer, itself cached). Failures come back as
 results with ``ok=False``; only an unreachable server or an error every call would hit (bad
 key, unknown model) stops a run, as an `LLMHDError`, after everything paid for is stored.
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterable
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
 from llmhd_cli.llm.cache import AnswerStore, Ledger, StoredAnswer, cache_key
+from llmhd_cli.llm.claims import ClaimStore
 from llmhd_cli.llm.pricing import PriceTable, load_prices
 from llmhd_cli.llm.tokens import count_prompt_tokens
 from llmhd_cli.redact import mask_secrets, mask_url, url_secrets
@@ -80,6 +82,9 @@ class RunStats:
     estimated_calls: int = 0  # paid calls whose usage was estimated, not reported
     budget_exhausted: bool = False
     cache_malformed: int = 0  # cache entries that were not readable answers: misses, asked again
+    claim_waits: int = 0  # requests that waited for another process fetching the same answer
+    prompts_cut: int = 0  # requests whose template cut texts to fit the model's context window
+    texts_cut: int = 0  # texts those templates shortened or left out
 
 
 @dataclass
@@ -107,6 +112,8 @@ class LLMClient:
         self.cache_dir = Path(cache_dir)
         self.store = AnswerStore(self.cache_dir, on_malformed=self._malformed_entry)
         self.ledger = Ledger(self.cache_dir)
+        # Paid answers are claimed across processes; local computations (embed, oracle) are not worth it.
+        self.claims = ClaimStore(self.cache_dir) if provider.cacheable and provider.generative else None
         self.prices = prices if prices is not None else load_prices()
         self.concurrency = concurrency
         self.max_cost = max_cost
@@ -136,6 +143,11 @@ class LLMClient:
         self._abort_message = None
         results: list[LLMResult | None] = [None] * len(requests)
         futures: dict[Any, int] = {}
+        cut = [r.cut for r in requests if getattr(r, "cut", 0)]
+        if cut:
+            with self._lock:
+                self.stats.prompts_cut += len(cut)
+                self.stats.texts_cut += sum(cut)
         try:
             misses: list[int] = []
             for i, request in enumerate(requests):
@@ -176,6 +188,12 @@ class LLMClient:
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._flush_hits()
+        if self.stats.prompts_cut:  # once per client, i.e. per run, with the run's totals
+            log.warning("%d of %d prompts were cut to fit the context window of %s/%s (%d texts shortened or left "
+                        "out); set [llm] context_window if the model's is larger", self.stats.prompts_cut,
+                        self.stats.requests, self.provider.name, self.provider.model, self.stats.texts_cut)
+        if self.claims is not None:
+            self.claims.close()
         self.store.close()
         self.ledger.close()
         self.provider.close()
@@ -292,10 +310,23 @@ class LLMClient:
         return cache_key(self.provider.name, self.provider.model, request,
                          include_variables=not self.provider.generative)
 
-    def _lookup(self, key: str, template: str) -> StoredAnswer | None:
-        if not self.provider.cacheable or (self.refresh and key not in self._fresh):
+    def _lookup(self, key: str, template: str, stale: StoredAnswer | None = None,
+                waited: bool = False) -> StoredAnswer | None:
+        """A stored answer that may be used; ``waited``: another process may just have stored it.
+
+        With refresh, an answer counts only when this client stored it, or when it was stored by
+        the process we waited for (it differs from ``stale``, the entry before the wait).
+        """
+        if not self.provider.cacheable:
+            return None
+        if self.refresh and key not in self._fresh and not waited:
             return None
         hit = self.store.get(key)
+        if hit is not None and self.refresh and key not in self._fresh:
+            if hit == stale:
+                return None
+            with self._lock:
+                self._fresh.add(key)
         if hit is not None:
             with self._lock:
                 self.stats.cache_hits += 1
@@ -319,13 +350,42 @@ class LLMClient:
             hit = self._lookup(key, request.template)
             if hit is not None:
                 return _Outcome(hit, cached=True)
-            return self._call(request, key)  # the first one failed: try on our own
+            return self._claimed(request, key)  # the first one failed: try on our own
         try:
-            return self._call(request, key)
+            return self._claimed(request, key)
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
             event.set()
+
+    def _claimed(self, request: LLMRequest, key: str) -> _Outcome:
+        """`_call` under a cross-process claim: a request another process is fetching is waited for."""
+        if self.claims is None:
+            return self._call(request, key)
+        stale = self.store.get(key) if self.refresh and key not in self._fresh else None
+        waited = False
+        while True:
+            if self._stop.is_set():
+                return _Outcome(error=ABORTED)
+            if self.claims.acquire(key):
+                try:
+                    # Look again: a holder that released just before we claimed has stored its answer.
+                    hit = self._lookup(key, request.template, stale, waited) if waited or not self.refresh else None
+                    if hit is not None:
+                        return _Outcome(hit, cached=True)
+                    return self._call(request, key)
+                finally:
+                    self.claims.release(key)
+            if not waited:
+                with self._lock:
+                    self.stats.claim_waits += 1
+                waited = True
+            if not self.claims.wait(key, self._stop):
+                return _Outcome(error=ABORTED)
+            hit = self._lookup(key, request.template, stale, waited=True)
+            if hit is not None:
+                return _Outcome(hit, cached=True)
+            # Released without an answer (the holder failed) or taken over from a dead holder: claim it.
 
     def estimate_cost(self, request: LLMRequest) -> float:
         """Upper estimate of one uncached call: prompt tokens + max_tokens of output, at list price."""

@@ -140,6 +140,9 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
     finally:
         if store is not None:
             store.close()
+    cut = sum(1 for r in requests if r.cut)
+    if cut:
+        note = "; ".join(filter(None, [note, f"{cut:,} prompts cut to fit the model's context window"]))
     return EstimateRow(template.name, step, len(requests), total_in, total_out, cost, cached, exact and bool(requests), note)
 
 
@@ -176,14 +179,16 @@ def estimate(workspace: Path, dataset_name: str, provider: str, model: str | Non
     from llmhd_cli.datasets import open_dataset
     from llmhd_cli.llm.pricing import load_prices
     from llmhd_cli.llm.prompts import template_set_for
+    from llmhd_cli.llm.settings import context_window_setting
 
     cls = plugins.registry("provider").get(provider, "--provider")
     model = model or (cls.models[0] if cls.models else "")
     cls.check_model(model, base_url)
     dataset = open_dataset(workspace, dataset_name)
     prices = load_prices(prices_file)
-    ctx = EstimateContext(workspace, dataset, template_set_for(dataset.info.domain, prompts), cls, model, prices,
-                          cache_dir, dict(options or {}))
+    # Rendered to the model's prompt budget, as the run renders them (long texts cut alike).
+    tset = template_set_for(dataset.info.domain, prompts).for_model(cls, model, context_window_setting(cls.name))
+    ctx = EstimateContext(workspace, dataset, tset, cls, model, prices, cache_dir, dict(options or {}))
     result = Estimate(dataset.name, cls.name, model, bool(cls.upper_bound), bool(cls.generative),
                       prices.get(cls.name, model) is not None)
     for estimator in _ESTIMATORS:

@@ -41,6 +41,7 @@ from typing import Any, Iterable, Mapping
 from llmhd_cli.config import read_toml
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import TASKS, LLMRequest
+from llmhd_cli.llm.tokens import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD_TOKENS, PromptBudget
 
 GENERIC_SET = "items"  # the set used for a domain no other set serves
 SET_FILE = "set.toml"
@@ -63,6 +64,13 @@ OPTIONAL_PLACEHOLDERS: dict[str, frozenset[str]] = {
 TOP_KEYS = {"task", "description", "system", "prompt", "reask_hint", "output", "schema", "params"}
 OUTPUT_KEYS = {"type", "tag", "pattern", "range", "max_words", "json_field"}
 _TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# Prompt budgets: placeholders that are never cut (counts and ids), what a cut text ends with,
+# the fewest tokens a listed text keeps before texts are left out of the list instead, and the
+# room kept for the client's generic re-ask line when a template has no reask_hint.
+UNCUT_PLACEHOLDERS = frozenset({"n_items", "item_id"})
+CUT_MARK = " [...]"
+MIN_LISTED_TOKENS = 32
+GENERIC_REASK_TOKENS = 64
 
 
 def _fail(path: Path | str, key: str, problem: str) -> LLMHDError:
@@ -150,6 +158,8 @@ class Template:
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it came from
     text: str = ""  # the file's text, for `llmhd prompts show` and export
+    # The model's room for one prompt (`TemplateSet.with_budget`): render cuts variable parts to fit.
+    budget: PromptBudget | None = field(default=None, compare=False, repr=False)
 
     @cached_property  # rendered for every request: hash the template once
     def hash(self) -> str:
@@ -169,28 +179,129 @@ class Template:
     def parse(self, text: str) -> Any:
         return self.output.parse(text)
 
-    def render(self, variables: Mapping[str, Any], *, structured: bool = False) -> LLMRequest:
+    def render(self, variables: Mapping[str, Any], *, structured: bool = False,
+               budget: PromptBudget | None = None) -> LLMRequest:
         """Fill the placeholders; ``variables`` may carry extra context (user_id, dataset_dir, ...).
 
         Lists of profiles become numbered lines, attribute dicts ``key: value`` lines. Every
         variable is also kept raw in ``request.variables`` for non-generative providers.
+        With a ``budget`` (else the template's own, see `TemplateSet.with_budget`) the variable
+        parts are cut until the prompt, its re-ask line and the answer's ``max_tokens`` fit the
+        model's context window (`fit_values`); ``request.cut`` counts the texts cut or left out.
         """
         values = {name: _format_value(variables[name]) for name in self.placeholders() if name in variables}
         missing = self.placeholders() - set(values)
         if missing:
             raise ValueError(f"template {self.name}: no value for {', '.join(sorted(missing))}")
+        budget = budget or self.budget
+        cut = 0
+        if budget is not None:
+            values, cut = self.fit_values(variables, values, budget)
+        system, prompt, hint = self._fill(values)
         return LLMRequest(
             task=self.task,
             template=self.name,
             template_hash=self.hash,
-            system=self.system.format(**values).strip(),
-            prompt=self.prompt.format(**values).strip(),
+            system=system,
+            prompt=prompt,
             variables=dict(variables),
             params=dict(self.params),
             response_schema=self.schema if structured else None,
             parse=self.parse,
-            reask_hint=self.reask_hint.format(**values) if self.reask_hint else None,
+            reask_hint=hint,
+            cut=cut,
         )
+
+    def _fill(self, values: Mapping[str, str]) -> tuple[str, str, str | None]:
+        return (self.system.format(**values).strip(), self.prompt.format(**values).strip(),
+                self.reask_hint.format(**values) if self.reask_hint else None)
+
+    def _size(self, values: Mapping[str, str], budget: PromptBudget) -> int:
+        """Tokens of the longest prompt a request can send: the re-ask (prompt + hint)."""
+        system, prompt, hint = self._fill(values)
+        size = budget.count(system, f"{prompt}\n\n{hint}" if hint else prompt)
+        return size if hint else size + GENERIC_REASK_TOKENS
+
+    def fit_values(self, variables: Mapping[str, Any], values: dict[str, str],
+                   budget: PromptBudget) -> tuple[dict[str, str], int]:
+        """``values`` cut to the budget, and how many texts were cut or left out.
+
+        Only variable parts are cut (texts, and the texts of a list), never the instructions:
+        every text longer than a common cap is cut to it (so one huge text cannot crowd out the
+        others), the cap chosen as large as fits; when even a cap of `MIN_LISTED_TOKENS` does not
+        fit, the list's last texts are left out (``n_items`` then says how many are shown).
+        """
+        limit = budget.limit(self.params.get("max_tokens"))
+        system, prompt, hint = self._fill(values)
+        longest = f"{prompt}\n\n{hint or 'x' * 4 * GENERIC_REASK_TOKENS}"
+        # Fast path: a byte-level tokenizer (and the estimate) never counts more tokens than bytes.
+        if len(system.encode("utf-8")) + len(longest.encode("utf-8")) + 8 <= limit:
+            return values, 0
+        if self._size(values, budget) <= limit:
+            return values, 0
+        names = sorted(n for n in values if n not in UNCUT_PLACEHOLDERS and n in variables)
+        lists = {n: [" ".join(str(v).split()) for v in variables[n]] for n in names
+                 if isinstance(variables[n], (list, tuple))}
+        texts = {n: values[n] for n in names if n not in lists}
+        bare = dict(values, **{n: "" for n in names})
+        floor = self._size(bare, budget)
+        if floor > limit:
+            raise LLMHDError(
+                f"template {self.name}: its instructions alone take about {floor:,} tokens, more than the "
+                f"{limit:,} a {budget.context_window:,}-token context window leaves after "
+                f"{budget.context_window - limit:,} answer tokens; set [llm] context_window to the model's real window")
+        pieces = [(n, None, t) for n, t in texts.items()] + [(n, k, t) for n, items in lists.items()
+                                                             for k, t in enumerate(items)]
+        counts = [budget.count(t) - MESSAGE_OVERHEAD_TOKENS for _, _, t in pieces]
+        mark = budget.count(CUT_MARK) - MESSAGE_OVERHEAD_TOKENS
+        keep = {n: len(items) for n, items in lists.items()}
+        room = limit - floor
+        for _ in range(8):
+            # Leave texts out of the lists (from the end) until every text kept can have the minimum.
+            while True:
+                kept = [c for (n, k, _), c in zip(pieces, counts) if k is None or k < keep[n]]
+                if sum(min(c, MIN_LISTED_TOKENS + mark) for c in kept) <= room or not any(keep.values()):
+                    break
+                longest_list = max(keep, key=lambda n: keep[n])
+                keep[longest_list] -= 1
+            cap = _water_level(kept, room, mark)
+            out = dict(values)
+            cut = sum(len(items) - keep[n] for n, items in lists.items())
+            shortened: dict[tuple[str, int | None], str] = {}
+            for (n, k, t), c in zip(pieces, counts):
+                if k is not None and k >= keep[n]:
+                    continue
+                if c > cap:
+                    shortened[(n, k)] = budget.truncate(t, cap).rstrip() + CUT_MARK
+                    cut += 1
+            for n in texts:
+                out[n] = shortened.get((n, None), texts[n])
+            for n, items in lists.items():
+                out[n] = _format_value([shortened.get((n, k), t) for k, t in enumerate(items[:keep[n]])])
+                if "n_items" in out and out["n_items"] == str(len(items)):
+                    out["n_items"] = str(keep[n])
+            size = self._size(out, budget)
+            if size <= limit:
+                return out, cut
+            room -= size - limit  # pieces counted apart differ a little from the whole: shrink and retry
+        raise LLMHDError(f"template {self.name}: could not cut the prompt to {limit:,} tokens")
+
+
+def _water_level(counts: list[int], room: int, mark: int) -> int:
+    """The largest cap c with sum(min(t, c + mark) for longer texts) <= room (0 if none)."""
+    def used(c: int) -> int:
+        return sum(t if t <= c else c + mark for t in counts)
+
+    lo, hi = 0, max(counts, default=0)
+    if used(hi) <= room:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if used(mid) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _format_value(value: Any) -> str:
@@ -224,6 +335,14 @@ class TemplateSet:
 
     def serves(self, domain: str) -> bool:
         return domain == self.name or domain in self.domains
+
+    def with_budget(self, budget: PromptBudget | None) -> "TemplateSet":
+        """This set with every template rendering to ``budget`` (a model's context window)."""
+        return replace(self, templates={t: replace(tpl, budget=budget) for t, tpl in self.templates.items()})
+
+    def for_model(self, provider: Any, model: str, context_window: int | None = None) -> "TemplateSet":
+        """This set rendering prompts that fit ``model`` (see `model_budget`)."""
+        return self.with_budget(model_budget(provider, model, context_window))
 
     def merged_with(self, override: "TemplateSet") -> "TemplateSet":
         """This set with the override's templates replacing ours task by task."""
@@ -457,6 +576,21 @@ def prompts_dir_setting(flag: str | None) -> str | None:
     llm = cfg.get("llm", {}) if isinstance(cfg.get("llm"), dict) else {}
     value = cfg.get("prompts") or llm.get("prompts")
     return str(value) if value else None
+
+
+def model_budget(provider: Any, model: str, context_window: int | None = None) -> PromptBudget | None:
+    """The prompt budget of a provider (name, class or instance) and model.
+
+    ``context_window`` is the user's setting (``[llm] context_window``); without one the
+    model's entry in `llmhd_cli.llm.tokens.CONTEXT_WINDOWS`, else its default. None for
+    providers that read no prompt text (embed, oracle): their prompts are not cut.
+    """
+    from llmhd_cli import plugins
+    from llmhd_cli.llm.tokens import prompt_budget
+
+    if isinstance(provider, str):
+        provider = plugins.registry("provider").get(provider, "--provider")
+    return prompt_budget(provider, model, context_window)
 
 
 def iter_templates(sets: Iterable[TemplateSet]) -> Iterable[Template]:

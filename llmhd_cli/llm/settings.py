@@ -12,6 +12,7 @@ User config keys (``~/.config/llmhd/config.toml`` or ``$LLMHD_CONFIG``)::
     max_retries = 5              # LLMHD_MAX_RETRIES
     timeout = 60                 # LLMHD_TIMEOUT (seconds per call)
     prices = "~/my-prices.toml"  # LLMHD_PRICES (overrides the built-in price table)
+    context_window = 8192        # LLMHD_CONTEXT_WINDOW: the model's tokens; prompts are cut to fit
 
     [llm.api_keys]
     openai = "sk-..."            # used only when OPENAI_API_KEY is not set
@@ -47,7 +48,9 @@ ENV = {
     "max_retries": "LLMHD_MAX_RETRIES",
     "timeout": "LLMHD_TIMEOUT",
     "prices": "LLMHD_PRICES",
+    "context_window": "LLMHD_CONTEXT_WINDOW",
 }
+MIN_CONTEXT_WINDOW = 256
 
 
 @dataclass
@@ -66,6 +69,7 @@ class LLMSettings:
     timeout: float = DEFAULT_TIMEOUT
     prices_file: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific extras
+    context_window: int | None = None  # tokens; None: the model's entry in llmhd_cli.llm.tokens.CONTEXT_WINDOWS
 
     def resolved_cache_dir(self, workspace: Path) -> Path:
         return Path(self.cache_dir) if self.cache_dir else Path(workspace) / CACHE_SUBDIR
@@ -98,6 +102,13 @@ def _number(value: Any, where: str, kind: type, minimum: float) -> Any:
     if not math.isfinite(number) or number < minimum:  # float() reads "nan" and "inf"
         raise LLMHDError(f"{where}: must be a finite number of at least {minimum}, got {value}")
     return number
+
+
+def context_window_setting(provider: str) -> int | None:
+    """``LLMHD_CONTEXT_WINDOW`` or ``[llm] context_window`` (the config's for the config's provider only)."""
+    config = _llm_config()
+    value, where = _pick("context_window", None, config, config.get("provider", DEFAULT_PROVIDER) == provider)
+    return None if value is None else _number(value, where, int, MIN_CONTEXT_WINDOW)
 
 
 def api_key_for(provider_cls: Any) -> str | None:
@@ -155,6 +166,7 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
         value, where = _pick(key, flag, config)
         if value is not None:
             setattr(settings, key, _number(value, where, kind, minimum))
+    settings.context_window = context_window_setting(name)
     value, _ = _pick("prices", prices, config)
     if value:
         settings.prices_file = Path(str(value)).expanduser()
