@@ -283,8 +283,10 @@ def _load_profiles(path: Path, limit: int, what: str) -> tuple[dict[str, str], d
     extras: dict[str, dict[str, str]] = {}
     for key, value in obj.items():
         try:
+            if isinstance(key, (float, np.floating)) and not float(key).is_integer():
+                raise ValueError  # int() would truncate 2.7 to 2, and fail on inf / nan
             index = int(key)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise LLMHDError(f"{path}: key {key!r} is not a numeric {what} id") from None
         if not 0 <= index < limit:
             raise LLMHDError(f"{path}: {what} id {index} is outside the matrices' {limit} {what}s")

@@ -470,3 +470,128 @@ def test_cli_masks_any_user_error_it_prints(capsys: pytest.CaptureFixture, monke
     code, out, err = run_cli(capsys, None, "prepare", "--dataset", "d")
     assert_user_error(code, out, err, "workspace on http://***@127.0.0.1:9/v1?api_key=***")
     assert not any(s in out + err for s in SECRETS)
+
+
+# ------------------------------------------------------------------------------- properties (hypothesis)
+
+try:
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # the `test` extra installs it; without it these tests are skipped
+    given = None
+
+if given is None:
+    def test_property_tests_need_hypothesis() -> None:
+        pytest.skip("hypothesis is not installed (pip install -e '.[test]')")
+else:
+    PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+    def _valid_pickle(protocol: int) -> bytes:
+        return pickle.dumps(sp.coo_matrix(np.eye(4, 3)), protocol=protocol)
+
+    @st.composite
+    def mutated_pickles(draw: st.DrawFn) -> bytes:
+        """A valid matrix pickle with a few bytes replaced, cut short or extended."""
+        data = bytearray(_valid_pickle(draw(st.sampled_from([0, 2, 4, 5]))))
+        for _ in range(draw(st.integers(1, 4))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        cut = draw(st.integers(len(data) // 2, len(data)))
+        return bytes(data[:cut]) + draw(st.binary(max_size=8))
+
+    @pytest.mark.slow
+    @PROPERTY
+    @given(data=st.one_of(st.binary(max_size=200), mutated_pickles()))
+    def test_property_any_matrix_file_loads_or_is_one_user_error(tmp_path: Path, data: bytes) -> None:
+        from llmhd_plugins.datasets import _load_matrix
+
+        path = tmp_path / "trn_mat.pkl"
+        path.write_bytes(data)
+        try:
+            matrix = _load_matrix(path)
+        except LLMHDError as exc:
+            assert "\n" not in str(exc) and "trn_mat.pkl" in str(exc)
+        else:
+            assert sp.issparse(matrix) and matrix.nnz <= matrix.shape[0] * matrix.shape[1]
+
+    @pytest.mark.slow
+    @PROPERTY
+    @given(profiles=st.one_of(
+        st.dictionaries(st.one_of(st.integers(-3, 30), st.text(max_size=3), st.floats(allow_nan=True)),
+                        st.one_of(st.text(max_size=5), st.dictionaries(st.text(max_size=8), st.text(max_size=5)),
+                                  st.integers(), st.none()), max_size=6),
+        st.lists(st.text(max_size=3), max_size=3), st.text(max_size=5)))
+    @example(profiles={float("inf"): "x"})
+    @example(profiles={2.7: "x"})
+    def test_property_any_profile_dict_loads_or_is_one_user_error(tmp_path: Path, profiles: object) -> None:
+        from llmhd_plugins.datasets import _load_profiles
+
+        path = tmp_path / "itm_prf.pkl"
+        path.write_bytes(pickle.dumps(profiles))
+        try:
+            texts, extras = _load_profiles(path, 9, "item")
+        except LLMHDError as exc:
+            assert "\n" not in str(exc) and "itm_prf.pkl" in str(exc)
+        else:
+            assert all(0 <= int(k) < 9 and isinstance(v, str) for k, v in texts.items())
+            assert all(isinstance(k, str) or float(k).is_integer() for k in profiles)  # 2.7 is no id
+
+    TSV_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=120)
+
+    @pytest.mark.slow
+    @PROPERTY
+    @given(inter=st.one_of(TSV_TEXT, st.builds(lambda rows: "user_id\titem_id\trating\n" + "\n".join(rows),
+                                                st.lists(TSV_TEXT, max_size=5))),
+           item=st.one_of(st.none(), TSV_TEXT, st.builds(lambda body: "item_id\ttitle\n" + body, TSV_TEXT)))
+    def test_property_any_atomic_file_loads_or_is_one_user_error(tmp_path: Path, inter: str, item: str | None) -> None:
+        from llmhd_plugins.datasets import load_atomic
+
+        folder = tmp_path / "atomic"
+        folder.mkdir(exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+        (folder / "x.inter").write_text(inter, encoding="utf-8")
+        if item is not None:
+            (folder / "x.item").write_text(item, encoding="utf-8")
+        try:
+            raw = load_atomic(folder, {})
+        except LLMHDError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert len(raw.users) == len(raw.items) > 0
+
+    @pytest.mark.slow
+    @PROPERTY
+    @given(value=st.one_of(st.text(max_size=60), st.binary(max_size=30), st.integers(-2**63, 2**63 - 1), st.floats(),
+                           st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+                                        lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                                st.dictionaries(st.sampled_from(list(GOOD) + ["x"]), inner,
+                                                                                max_size=9)),
+                                        max_leaves=20).map(json.dumps)),
+           mode=st.sampled_from([1, 2, 3, 4]))
+    def test_property_any_planted_entry_is_an_answer_or_a_miss(tmp_path: Path, value: object, mode: int) -> None:
+        cache = tmp_path / f"c{abs(hash((repr(value), mode)))}"
+        store = AnswerStore(cache)
+        store.put("k", StoredAnswer("t", None, 1, 1, True, 0.0, 0.0, "m"))
+        store.close()
+        with sqlite3.connect(cache / ANSWERS_DIR / "cache.db") as conn:
+            conn.execute("UPDATE Cache SET mode = ?, value = ? WHERE key = 'k'", (mode, value))
+        store = AnswerStore(cache)
+        try:
+            answer = store.get("k")
+        finally:
+            store.close()
+        if answer is None:
+            assert store.malformed == 1
+        else:
+            assert isinstance(answer.text, str) and type(answer.input_tokens) is int and answer.cost >= 0
+
+    @PROPERTY
+    @given(password=st.text("QZXJ#%/?@:", min_size=4, max_size=12), key=st.text("QZXJ", min_size=4, max_size=12),
+           host=st.sampled_from(["127.0.0.1:8000", "proxy.local", "[::1]:9"]), path=st.sampled_from(["", "/v1", "/a/b"]))
+    def test_property_masked_urls_show_no_secret(password: str, key: str, host: str, path: str) -> None:
+        from urllib.parse import quote
+
+        url = f"https://bob:{quote(password, safe='')}@{host}{path}?api_key={key}&n=1"
+        for shown in (mask_url(url), mask_secrets(f"failed: {url} (retry)")):
+            assert key not in shown and quote(password, safe="") not in shown and password not in shown, shown
+            assert host in shown
