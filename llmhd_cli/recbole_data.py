@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -101,7 +102,12 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
     config["device"] = device
     # RecBole points a dataset named "ml-100k" at its bundled copy; always read our prepared files.
     config["data_path"] = str(dataset.path)
-    full = create_dataset(config)
+    # create_dataset unpickles <checkpoint_dir>/<name>-Dataset.pth whenever that file exists, so a
+    # file planted in the dataset folder would run code: let it look in an empty folder of ours.
+    with tempfile.TemporaryDirectory(prefix="llmhd-recbole-") as empty:
+        saved_dir, config["checkpoint_dir"], config["dataset_save_path"] = config["checkpoint_dir"], empty, None
+        full = create_dataset(config)
+    config["checkpoint_dir"] = saved_dir
     train_ds, valid_ds, test_ds = full.build()
     n_users, n_items = full.user_num, full.item_num
 

@@ -160,6 +160,24 @@ def test_small_rlmrec_folder_prepares(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.slow
+def test_planted_recbole_dataset_pickle_never_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """RecBole's create_dataset unpickles <checkpoint_dir>/<name>-Dataset.pth if it exists; llmhd's
+    checkpoint_dir is inside the dataset folder, which anyone shipping a dataset writes."""
+    marker = tmp_path / "pwned"
+    src = write_rlmrec(tmp_path / "src", shape=(40, 30))
+    code, _, err = run_cli(capsys, tmp_path / "ws", "prepare", "--dataset", "d", "--source", str(src))
+    assert code == 0, err
+    planted = tmp_path / "ws" / "datasets" / "d" / ".recbole"
+    planted.mkdir(exist_ok=True)
+    for name in ("d-Dataset.pth", "d-for-LightGCN-dataloader.pth"):
+        (planted / name).write_bytes(pickle.dumps(payloads(marker)["os.system"]))
+    code, out, err = run_cli(capsys, tmp_path / "ws", "train", "--dataset", "d", "--backbone", "lightgcn",
+                             "--epochs", "1", "--threads", "1")
+    assert not marker.exists()
+    assert code == 0, (out, err)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not AMAZON.exists(), reason="needs the shared Amazon-books RLMRec split")
 def test_real_amazon_books_loads_through_the_policy() -> None:
     from llmhd_plugins.datasets import load_rlmrec
