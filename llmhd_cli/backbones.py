@@ -109,6 +109,22 @@ class Backbone:
                     module.train(True)
         return users.detach(), items.detach()
 
+    def load_state(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
+        """Load a state dict and drop every cache computed from the previous weights.
+
+        RecBole's graph models keep their propagated embeddings outside the state dict
+        (``restore_user_e`` / ``restore_item_e``, listed in ``other_parameter_name``): filled by
+        ``full_sort_predict``, cleared only by ``calculate_loss``. After a load they would still
+        rank with the old weights. RecBole's trainer restores them from its checkpoint; llmhd's
+        checkpoints hold weights only, so they are cleared and recomputed on the next ranking.
+        (For the general recommenders llmhd trains, ``other_parameter_name`` lists only such caches;
+        NCL's k-means prototypes are a training-time E-step, redone at epoch starts, never used
+        to rank.)
+        """
+        model.load_state_dict(state)
+        for name in getattr(model, "other_parameter_name", ()):
+            setattr(model, name, None)
+
     def load_class(self) -> type:
         module, _, cls = self.model_class.rpartition(".")
         return getattr(importlib.import_module(module), cls)

@@ -11,7 +11,7 @@ import copy
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -19,65 +19,25 @@ import numpy as np
 import torch
 
 from llmhd_cli import plugins, runs
+from llmhd_cli.config import TrainConfig, check_value
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.denoising import Denoiser, DenoiserSpec, TrainContext
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.evaluation import full_rank_metrics
-from llmhd_cli.objectives import OBJECTIVES, LossSeam
+from llmhd_cli.objectives import LossSeam
 from llmhd_cli.recbole_data import RecBoleData, build_model, load_recbole_data, resolve_device
 
 log = logging.getLogger(__name__)
 
+def pairs_per_batch(objective: str, batch_size: int) -> int:
+    """Training pairs (positives) per mini-batch of ``batch_size`` samples.
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; written to the run directory as config.toml.
-
-    Defaults are the paper's: batch 1024, learning rate 0.005, Adam, at most 200 epochs,
-    early stopping on validation NDCG@10.
+    As RecBole's ``train_batch_size``, the batch size counts samples after negative sampling:
+    a BPR triple is one sample, but under BCE a positive and its sampled negative are two, so
+    a BCE batch holds ``batch_size // 2`` positives (an odd size rounds down, as RecBole's
+    dataloader does; never fewer than one).
     """
-
-    dataset: str = "ml-100k"
-    backbone: str = "lightgcn"
-    objective: str = "bpr"
-    denoiser: str = "none"
-    epochs: int = 200
-    batch_size: int = 1024
-    learning_rate: float = 0.005
-    weight_decay: float = 0.0
-    early_stop: int = 10  # evaluations without improvement before stopping; 0 disables
-    eval_every: int = 1
-    valid_metric: str = "ndcg@10"
-    seed: int = 2024
-    device: str = "auto"
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
-    backbone_params: dict[str, Any] = field(default_factory=dict)  # RecBole settings of the model
-    denoiser_params: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "config") -> "TrainConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise LLMHDError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        return cls(**data)
-
-    def validate(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise LLMHDError(f"--objective: expected one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
-        if self.threads < 0:
-            raise LLMHDError(f"--threads: must be 0 (torch's default) or more, got {self.threads}")
-        for name in ("epochs", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise LLMHDError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise LLMHDError(f"--learning-rate: must be > 0, got {self.learning_rate}")
-        metric, _, k = self.valid_metric.partition("@")
-        if metric not in ("recall", "ndcg") or not k.isdigit():
-            raise LLMHDError(f"--valid-metric: expected recall@K or ndcg@K, got '{self.valid_metric}'")
+    return max(batch_size // 2, 1) if objective == "bce" else batch_size
 
 
 @dataclass
@@ -152,7 +112,8 @@ class EpochLoop:
     """One pass over the training pairs: shuffle, uniform negatives, then RecBole's loss per mini-batch.
 
     `train` runs one per epoch; benchmarks time it on its own. Every random draw comes from
-    ``rng`` (order, then negatives) so a seed fixes the batches.
+    ``rng`` (order, then negatives) so a seed fixes the batches. ``batch_size`` counts samples
+    of the seam's objective (`pairs_per_batch`).
     """
 
     def __init__(self, model: torch.nn.Module, backbone: Any, data: RecBoleData, seam: LossSeam,
@@ -165,13 +126,14 @@ class EpochLoop:
         self.optimizer, self.rng, self.batch_size, self.device = optimizer, rng, batch_size, device
         self.sampler = NegativeSampler(data, rng)
         self.n_train = len(data.train_users)
-        self.n_batches = -(-self.n_train // batch_size)
+        self.pairs = pairs_per_batch(seam.objective, batch_size)
+        self.n_batches = -(-self.n_train // self.pairs)
         self.users_t = torch.as_tensor(data.train_users, dtype=torch.long)
         self.items_t = torch.as_tensor(data.train_items, dtype=torch.long)
 
     def run(self, epoch: int, step: int, observer: TrainObserver) -> tuple[int, dict[str, Any]]:
         """Train one epoch; returns the global step after it and the denoiser's epoch diagnostics."""
-        model, backbone, data, seam, device, bs = self.model, self.backbone, self.data, self.seam, self.device, self.batch_size
+        model, backbone, data, seam, device, bs = self.model, self.backbone, self.data, self.seam, self.device, self.pairs
         uid, iid, nid = model.USER_ID, model.ITEM_ID, model.NEG_ITEM_ID
         if backbone.on_epoch_start is not None:
             backbone.on_epoch_start(model, epoch, data.config)
@@ -206,10 +168,15 @@ def denoiser_options(spec: DenoiserSpec, given: dict[str, Any]) -> dict[str, Any
         raise LLMHDError(f"denoiser '{spec.name}' has no option '{unknown[0]}' (its options: {listing})")
     options = {name: o.default for name, o in known.items()}
     for name, value in given.items():
-        try:
-            options[name] = known[name].type(value)
-        except (TypeError, ValueError):
-            raise LLMHDError(f"{known[name].flag}: expected {known[name].type.__name__}, got '{value}'") from None
+        kind = known[name].type
+        if kind in (int, float, str, bool):
+            # Strict, as the run's other keys: int(3.7) or float(True) would pass silently.
+            options[name] = check_value(value, kind, f"denoiser option {known[name].flag}", name)
+        else:
+            try:
+                options[name] = kind(value)
+            except (TypeError, ValueError):
+                raise LLMHDError(f"{known[name].flag}: expected {kind.__name__}, got '{value}'") from None
         if known[name].choices and options[name] not in known[name].choices:
             raise LLMHDError(f"{known[name].flag}: expected one of {', '.join(known[name].choices)}, got '{value}'")
     return options
@@ -255,7 +222,7 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     init_seed(config.seed, reproducibility=True)
     model = build_model(data, backbone)
     n_train = len(data.train_users)
-    n_batches = -(-n_train // config.batch_size)
+    n_batches = -(-n_train // pairs_per_batch(config.objective, config.batch_size))
 
     run_dir = run_dir or runs.new_run_dir(runs_root, f"{config.dataset}-{config.backbone}-{config.objective}-{config.denoiser}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -317,8 +284,11 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
     finally:
         denoiser.close()
     if best_state is not None:
-        model.load_state_dict(best_state)
-    test = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr])
+        # Also drops the propagated embeddings the last validation cached (Backbone.load_state).
+        backbone.load_state(model, best_state)
+    test_users = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr], per_user=True)
+    test = test_users.means()
+    test_users.save(run_dir / runs.PER_USER)  # for evaluate's paired test over users
     result = TrainResult(run_dir, config, best_epoch, best_valid, test, epoch + 1,
                          float(np.mean(epoch_times)) if epoch_times else 0.0,
                          _noise_summary(record) if epoch >= 0 else None)
@@ -366,5 +336,5 @@ def load_run_model(run_dir: Path, workspace: Path, device: str = "auto") -> tupl
     data = load_recbole_data(dataset, backbone, config.backbone_params, config.seed, resolve_device(device))
     model = build_model(data, backbone)
     state = torch.load(Path(run_dir) / runs.CHECKPOINT, map_location=data.config["device"], weights_only=True)
-    model.load_state_dict(state)
+    backbone.load_state(model, state)
     return model, data, config
