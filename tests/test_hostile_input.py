@@ -178,6 +178,30 @@ def test_planted_recbole_dataset_pickle_never_runs(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.slow
+def test_crafted_checkpoint_never_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``evaluate --recompute`` loads model.pt with weights_only=True: a pickled payload is refused."""
+    import torch
+
+    marker = tmp_path / "pwned"
+    src = write_rlmrec(tmp_path / "src", shape=(40, 30))
+    assert run_cli(capsys, tmp_path / "ws", "prepare", "--dataset", "d", "--source", str(src))[0] == 0
+    code, out, err = run_cli(capsys, tmp_path / "ws", "train", "--dataset", "d", "--backbone", "lightgcn",
+                             "--epochs", "1", "--threads", "1", "--run-dir", str(tmp_path / "ws" / "runs" / "r"))
+    assert code == 0, (out, err)
+    checkpoint = tmp_path / "ws" / "runs" / "r" / "model.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["extra"] = payloads(marker)["os.system"]
+    torch.save(state, checkpoint)
+    try:
+        code, out, err = run_cli(capsys, tmp_path / "ws", "evaluate", "--recompute", str(checkpoint.parent))
+    except pickle.UnpicklingError as exc:  # refused by torch itself (a one-line error would be nicer)
+        assert "posix.system" in str(exc)
+    else:
+        assert_user_error(code, out, err, "model.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not AMAZON.exists(), reason="needs the shared Amazon-books RLMRec split")
 def test_real_amazon_books_loads_through_the_policy() -> None:
     from llmhd_plugins.datasets import load_rlmrec
