@@ -315,7 +315,7 @@ def test_trains_learns_and_evaluates_on_ml100k_with_noise(capsys: pytest.Capture
         assert [r["samples"] for r in log] == [len(split.train_users) * (2 if objective == "bce" else 1)] * 3
         assert log[-1]["loss"] < log[0]["loss"]
         test = read_metrics(run_dir)["test"]
-        assert test["recall@10"] > 1.3 * popularity, (objective, test, popularity)
+        assert test["recall@10"] > 1.5 * popularity, (objective, test, popularity)
 
         code, out, err = run_cli(capsys, workspace, "evaluate", str(run_dir), "--recompute", "--format", "json")
         assert code == 0, err
