@@ -20,7 +20,6 @@ def apply() -> None:
     _applied = True
     import numpy as np
     import scipy.sparse as sp
-    import torch
 
     # numpy 2 removed these aliases; RecBole's Config.compatibility_settings reads them.
     for alias, target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
@@ -34,15 +33,10 @@ def apply() -> None:
                 self[key] = value
         sp.dok_matrix._update = _update
 
-    # torch >= 2.6 defaults torch.load(weights_only=True), but RecBole checkpoints pickle
-    # its Config; keep the old default for RecBole's own loads.
-    _orig_load = torch.load
-
-    def _load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return _orig_load(*args, **kwargs)
-
-    torch.load = _load
+    # torch.load keeps torch's default weights_only=True: no RecBole load llmhd reaches needs
+    # more (llmhd never uses RecBole's Trainer/quick_start checkpoints, which pickle a Config, nor
+    # the pretrained-model loads of NeuMF/ConvNCF/NAIS/RaCT/S3Rec), and a process-wide
+    # weights_only=False would let any tampered .pt file run code.
 
     # torch.sparse.FloatTensor (used by RecBole's graph models) warns on every call.
     warnings.filterwarnings("ignore", message=".*torch.sparse.SparseTensor.*")

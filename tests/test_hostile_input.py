@@ -637,3 +637,17 @@ else:
         for shown in (mask_url(url), mask_secrets(f"failed: {url} (retry)")):
             assert key not in shown and quote(password, safe="") not in shown and password not in shown, shown
             assert host in shown
+
+
+def test_recbole_compat_leaves_torch_load_weights_only(tmp_path: Path) -> None:
+    """No process-wide torch.load(weights_only=False): a tampered .pt is refused wherever it is loaded."""
+    import torch
+
+    from llmhd_cli import recbole_compat
+
+    recbole_compat.apply()
+    marker, path = tmp_path / "pwned", tmp_path / "model.pt"
+    torch.save({"weight": torch.zeros(2), "extra": payloads(marker)["os.system"]}, path)
+    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
+        torch.load(path)
+    assert not marker.exists()
