@@ -323,20 +323,15 @@ METRIC_KEYS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
     """Train a backbone with an objective and a denoiser; write a run directory."""
     from llmhd_cli import plugins
-    from llmhd_cli.config import command_defaults, default_dataset, read_toml
+    from llmhd_cli.config import TrainConfig, train_config
     from llmhd_cli.prepare import ensure_prepared
-    from llmhd_cli.training import TrainConfig, train
+    from llmhd_cli.training import train
     from llmhd_cli.workspace import runs_dir
 
     state: State = ctx.obj
-    merged: dict = {"dataset": default_dataset(), **command_defaults("train")}
-    if config_file is not None:
-        merged.update(read_toml(config_file, "train config"))
     core = {f for f in TrainConfig.__dataclass_fields__}
     given = {k: v for k, v in flags.items() if v is not None and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    merged.update({k: v for k, v in given.items() if k in core})
-    merged["backbone_params"] = {**merged.get("backbone_params", {}), **_parse_settings(settings)}
-    config = TrainConfig.from_dict(merged, where=str(config_file) if config_file else "train config")
+    config = train_config(config_file, {k: v for k, v in given.items() if k in core}, _parse_settings(settings))
 
     denoiser_flags = {k: v for k, v in given.items() if k not in core}
     if denoiser_flags:

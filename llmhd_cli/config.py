@@ -187,3 +187,15 @@ def command_defaults(command: str) -> dict[str, Any]:
     if command in _COMMAND_SCHEMAS:
         section = _COMMAND_SCHEMAS[command].check_keys(section, f"{user_config_path()} [{command}]")
     return section
+
+
+def train_config(config_file: Path | None, flags: dict[str, Any], backbone_settings: dict[str, Any]) -> TrainConfig:
+    """The run's config from its sources, each checked on its own so an error names its source:
+    flags win over ``--config FILE``, the file over the user config's ``[train]``, and
+    ``--set`` values are merged into the file's ``backbone_params``."""
+    merged: dict[str, Any] = {"dataset": default_dataset(), **command_defaults("train")}
+    if config_file is not None:
+        merged.update(TrainConfig.check_keys(read_toml(config_file, "train config"), str(config_file)))
+    merged.update(TrainConfig.check_keys(flags, "command line"))
+    merged["backbone_params"] = {**merged.get("backbone_params", {}), **backbone_settings}
+    return TrainConfig.from_dict(merged, where="train settings")

@@ -86,9 +86,10 @@ def traced_train(workspace: Path, run_dir: Path, *flags: str, dataset: str = DAT
 
 
 def batch_sizes(n_train: int, objective: str) -> list[int]:
-    """Samples per batch: BPR one per positive, BCE the positives plus as many negatives."""
-    per = 1 if objective == "bpr" else 2
-    return [per * min(BATCH, n_train - s) for s in range(0, n_train, BATCH)]
+    """Samples per batch: BPR one per positive; BCE (RecBole's convention) BATCH samples, half
+    positives and half their negatives."""
+    per, pairs = (1, BATCH) if objective == "bpr" else (2, BATCH // 2)
+    return [per * min(pairs, n_train - s) for s in range(0, n_train, pairs)]
 
 
 def check_trace(recorder: Recorder, n_train: int, objective: str, eps_v: float = 0.5) -> None:

@@ -613,6 +613,7 @@ BAD_CONFIG_TYPES = [
     ("weight-decay-inf", "epochs = 1\nweight_decay = inf\n", ["'weight_decay' must be a finite number, got inf"]),
     ("backbone-int", "epochs = 1\nbackbone = 3\n", ["'backbone' must be a string, got 3 (an integer)"]),
     ("denoiser-params-not-a-table", "epochs = 1\ndenoiser_params = 3\n", ["'denoiser_params' must be a table, got 3"]),
+    ("backbone-params-not-a-table", "epochs = 1\nbackbone_params = 3\n", ["'backbone_params' must be a table, got 3"]),
     ("early-stop-negative", "epochs = 1\nearly_stop = -1\n", ["--early-stop: must be 0 (disabled) or more, got -1"]),
     ("denoiser-option-float-for-int", 'epochs = 1\ndenoiser = "tce"\n[denoiser_params]\nnum_gradual = 2.5\n',
      ["--num-gradual", "'num_gradual' must be an integer, got 2.5"]),
@@ -635,6 +636,15 @@ def test_train_config_file_wrong_type(capsys: pytest.CaptureFixture, workspace: 
     file_named = [str(config_file)] if "--" not in words[0] else []
     assert_user_error(code, out, err, *file_named, *words)
     assert not run_dir.exists() and set((workspace / "runs").glob("*")) == runs_before
+
+
+def test_a_bad_flag_is_not_blamed_on_the_config_file(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "good.toml"
+    config_file.write_text("epochs = 1\n")
+    code, out, err = run_cli(capsys, workspace, "train", "-d", DATASET, "--config", str(config_file), "--lr", "nan",
+                             "--run-dir", str(tmp_path / "run"))
+    assert_user_error(code, out, err, "command line", "'learning_rate' must be a finite number")
+    assert str(config_file) not in err and not (tmp_path / "run").exists()
 
 
 BAD_USER_CONFIG = [
