@@ -94,7 +94,11 @@ class Option:
 
 @dataclass
 class DenoiserSpec:
-    """A registered denoiser: ``factory(options, context)`` builds it for one run."""
+    """A registered denoiser: ``factory(options, context)`` builds it for one run.
+
+    The factory may replace an option's ``None`` default in ``options`` by the value it
+    resolved elsewhere (an environment variable, the user config): the run's config.toml is
+    written after the factory returns, so it records what the run really used."""
 
     name: str
     description: str

@@ -226,9 +226,6 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
 
     run_dir = run_dir or runs.new_run_dir(runs_root, f"{config.dataset}-{config.backbone}-{config.objective}-{config.denoiser}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = config.to_dict()
-    resolved["denoiser_params"] = options
-    runs.write_config(run_dir, resolved)
     runs.write_environment(run_dir, str(device))
 
     context = TrainContext(config.objective, data.n_users, data.n_items, n_train, n_batches, device, run_dir, dataset,
@@ -239,6 +236,11 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
         # A rejected option or a missing LLM prerequisite: leave no half-made run behind.
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    # Written after the factory, which may fill in what it resolved (llmhd: the LLM provider and
+    # model taken from the environment or the user config), so the run's config reruns it.
+    resolved = config.to_dict()
+    resolved["denoiser_params"] = options
+    runs.write_config(run_dir, resolved)
     seam = LossSeam(config.objective, denoiser)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)

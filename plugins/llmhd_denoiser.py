@@ -340,6 +340,9 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
 
     settings = resolve_settings(provider=options["provider"], model=options["model"], base_url=options["base_url"],
                                 concurrency=options["concurrency"], max_cost=options["max_cost"], require_key=not dry)
+    # Recorded in the run's config.toml, so a rerun (and evaluate's leak check) sees the judge
+    # that scored, even when it came from the environment or the user config.
+    options["provider"], options["model"] = settings.provider, settings.model
     dataset = context.dataset
     store = ProfileStore(dataset)
     if user_profiles is not None:

@@ -523,6 +523,17 @@ def test_oracle_provider_scores_and_agreement_never_keeps_injected_noise(workspa
     assert d["noise_kept_hard"] == 0
 
 
+def test_run_config_records_the_provider_and_model_resolved_from_the_environment(
+        workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmhd_cli.config import read_toml
+
+    monkeypatch.setenv("LLMHD_PROVIDER", "oracle")
+    run_dir = tmp_path / "from-env"
+    assert call_main(workspace, *train_args(run_dir, "--epochs", "1", "--variant", "ld-vs-lms")) == 0
+    params = read_toml(run_dir / "config.toml", "run config")["denoiser_params"]
+    assert (params["provider"], params["model"]) == ("oracle", "train")
+
+
 # ------------------------------------------------------------------------------ end to end
 
 
