@@ -8,13 +8,21 @@ network). It never writes text; it computes each task's answer from the request'
 - ``summarize``: an *extractive* profile of at most 100 words: the user's item texts ranked by
   cosine similarity to the centroid of their embeddings (the most representative first),
   one per line, until the word budget is spent.
-- ``score``: cosine similarity c of the user profile and the item profile, calibrated to 1..10
-  by the empirical distribution of the same user's cosines to random items: with F the
-  fraction of R = 256 reference items (a fixed seeded sample of the dataset's item texts,
-  ``variables['dataset_dir']``) whose cosine to the profile is below c (ties count half),
+- ``score``: leave-one-out, so that an item is judged by the user's *other* evidence and never
+  by its own quotation (extractive profiles copy item texts verbatim). The profile's lines are
+  embedded one by one; the line that is the scored item's own text (the same text, or its
+  head cut at 100 words) is left out, and c is the cosine of the item and the normalised sum
+  of the remaining lines. c is calibrated to 1..10 by the same user's cosines to random items,
+  each computed by the same rule (a reference item that is a profile line is left out of its
+  own evidence, and the scored item's line stays out too): with F the fraction of R = 1024
+  reference items (a fixed seeded sample of the dataset's item texts,
+  ``variables['dataset_dir']``) whose cosine is below c (ties count half),
   score = min(10, 1 + floor(10 F)). So 10 means "closer than 90% of random items", 1 "farther
-  than 90%", and scores of random items spread evenly over 1..10 for every user. Without a
-  dataset the same rule uses `DEFAULT_CUTS`, cut points measured on ml-100k.
+  than 90%", scores of random items spread evenly over 1..10 for every user, and a profile
+  scores an item the same whether or not it quotes it. With no other line left the score is
+  the median, `NO_EVIDENCE_SCORE`. Without a dataset the same rule uses `DEFAULT_CUTS`, cut
+  points measured on ml-100k. The rule's version (`SCORE_RULE`) is part of the cache key of
+  score requests, so answers of an earlier rule are never reused.
 - ``update_fp``: drops the profile lines that are (near-)copies of the false-positive items,
   then re-ranks the rest (and the user's ``history`` when given) by closeness to their centroid
   minus closeness to the FP items, and rebuilds the profile.
@@ -22,7 +30,9 @@ network). It never writes text; it computes each task's answer from the request'
   profile lines + those items, the most central FN item always kept.
 - ``item_profile``: the item's text, whitespace-normalised, cut at 60 words.
 
-Embeddings are cached in memory per text and computed in batches.
+Embeddings are cached in memory per text and computed in batches; a profile's line embeddings,
+their sum and its reference cosines are cached per profile text, so scoring a pair costs one
+dot product and, for an item the profile quotes, R more.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ import math
 import os
 import re
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +57,18 @@ log = logging.getLogger(__name__)
 
 MAX_WORDS = 100
 ITEM_PROFILE_WORDS = 60
-REFERENCE_ITEMS = 256
+REFERENCE_ITEMS = 1024  # 256 left the top deciles ~2 points off on ml-100k; 1024 keeps each within ~1
 REFERENCE_SEED = 20240101
 NEAR_DUPLICATE = 0.92  # cosine above which a profile line counts as a copy of an FP item
-# Deciles of cos(user profile, random item) measured on ml-100k (extractive profiles from the
-# training items of 300 users, 20 random items each); used only when no dataset is known.
-DEFAULT_CUTS = (0.398, 0.436, 0.463, 0.488, 0.508, 0.531, 0.553, 0.579, 0.61)
+# Deciles of the score rule's cosine for random items, measured on ml-100k (extractive profiles
+# of all 943 users, 50 random unobserved items each: benchmarks/measure_embed_separation.py);
+# used only when no dataset is known.
+DEFAULT_CUTS = (0.481, 0.522, 0.553, 0.579, 0.602, 0.625, 0.65, 0.678, 0.716)
+# Version of the score rule, part of the cache key of score requests (Provider.rule_versions):
+# bump it whenever the rule changes, so that stored answers of the old rule miss.
+SCORE_RULE = "loo-1"
+NO_EVIDENCE_SCORE = 6  # the median score (F = 0.5): a profile with no line but the item itself says nothing
+PROFILE_CACHE = 4096  # profiles whose line embeddings and reference cosines are kept in memory
 
 _model_lock = threading.Lock()
 _models: dict[str, Any] = {}
@@ -130,12 +148,63 @@ def build_profile(candidates: list[str], ranking: np.ndarray, first: list[int] =
     return "\n".join(lines)
 
 
+def profile_lines(profile: str) -> list[str]:
+    """The lines a profile is scored by: an extractive profile's item texts, one per line (a
+    one-line LLM-written profile stays one line: its sentences are not items to leave out)."""
+    return list(dict.fromkeys(_clean(x) for x in str(profile).splitlines() if x.strip()))
+
+
 def split_profile(profile: str) -> list[str]:
     """Profile lines; a one-line (e.g. LLM-written) profile is split into sentences."""
     lines = [_clean(x) for x in str(profile).splitlines() if x.strip()]
     if len(lines) == 1:
         lines = [_clean(x) for x in re.split(r"(?<=[.!?])\s+", lines[0]) if x.strip()]
     return list(dict.fromkeys(lines))
+
+
+def _head(text: str) -> str:
+    """What a profile line holding ``text`` reads (build_profile cuts a long single text)."""
+    return " ".join(text.split()[:MAX_WORDS])
+
+
+@dataclass
+class Evidence:
+    """A profile as leave-one-out evidence: its lines, their embeddings and sum, and the
+    reference cosines when no line is left out (the common case: an item the profile does not quote)."""
+
+    lines: list[str]
+    rows: dict[str, int]  # line -> row of ``emb``
+    emb: np.ndarray
+    total: np.ndarray  # sum of the rows
+    ref_lines: list[tuple[int, int]]  # (reference item, its row): references that are profile lines
+    reference: np.ndarray | None  # reference item embeddings (None: no dataset)
+    ref_cos: np.ndarray | None  # their cosines with no line left out
+
+    def row_of(self, item: str) -> int | None:
+        """The row of the item's own line, if the profile quotes it."""
+        return self.rows.get(_head(item))
+
+    def cosine(self, item_emb: np.ndarray, left_out: int | None) -> float | None:
+        """cos(item, normalised sum of the lines but ``left_out``); None when no line is left."""
+        if len(self.lines) - (left_out is not None) == 0:
+            return None
+        return float(item_emb @ _unit(self._sum(left_out)))
+
+    def reference_cosines(self, left_out: int | None) -> np.ndarray | None:
+        """Each reference item's cosine by the same rule: its own line (if any) and ``left_out`` out."""
+        if self.reference is None:
+            return None
+        if left_out is None and self.ref_cos is not None:
+            return self.ref_cos
+        base = self._sum(left_out)
+        cos = self.reference @ _unit(base)
+        for k, row in self.ref_lines:
+            if row != left_out:
+                cos[k] = float(self.reference[k] @ _unit(base - self.emb[row]))
+        return cos
+
+    def _sum(self, left_out: int | None) -> np.ndarray:
+        return self.total if left_out is None else self.total - self.emb[left_out]
 
 
 def score_from_cosine(cos: float, reference: np.ndarray) -> int:
@@ -157,13 +226,17 @@ class EmbedProvider(Provider):
     key_env = None
     generative = False
     needs_key = False
+    rule_versions = {"score": SCORE_RULE}
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(model, base_url, api_key, options)
         self.embed = _shared_embedder()
         self._references: dict[str, np.ndarray] = {}
+        self._reference_rows: dict[str, dict[str, list[int]]] = {}
         self._ref_lock = threading.Lock()
+        self._evidence: OrderedDict[tuple[str, str | None], Evidence] = OrderedDict()
+        self._evidence_lock = threading.Lock()
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         handler = getattr(self, f"_{request.task}", None)
@@ -186,9 +259,10 @@ class EmbedProvider(Provider):
         for r in requests:
             v = r.variables
             texts += [_clean(t) for t in v.get("item_profiles", []) if str(t).strip()]
-            for key in ("user_profile", "item_profile"):
-                if v.get(key):
-                    texts.append(_clean(v[key]))
+            if v.get("user_profile"):  # scored line by line, rewritten sentence by sentence
+                texts += profile_lines(v["user_profile"]) if r.task == "score" else split_profile(v["user_profile"])
+            if v.get("item_profile"):
+                texts.append(_clean(v["item_profile"]))
         self.embed(texts)
 
     # ------------------------------------------------------------------ tasks
@@ -201,13 +275,44 @@ class EmbedProvider(Provider):
         return build_profile(texts, emb @ _unit(emb.mean(axis=0)))
 
     def _score(self, v: dict[str, Any]) -> int:
-        user, item = _clean(v["user_profile"]), _clean(v["item_profile"])
-        emb = self.embed([user, item])
-        cos = float(emb[0] @ emb[1])
-        reference = self.reference(v.get("dataset_dir"))
-        if reference is None:
-            return score_from_cuts(cos)
-        return score_from_cosine(cos, reference @ emb[0])
+        cos, reference = self.score_cosines(v["user_profile"], v["item_profile"], v.get("dataset_dir"))
+        if cos is None:
+            return NO_EVIDENCE_SCORE
+        return score_from_cuts(cos) if reference is None else score_from_cosine(cos, reference)
+
+    def score_cosines(self, user_profile: str, item_profile: str,
+                      dataset_dir: str | None = None) -> tuple[float | None, np.ndarray | None]:
+        """The scored item's leave-one-out cosine and the reference cosines it is ranked among
+        (None: no line but the item itself / no dataset); see the module docstring."""
+        evidence = self.evidence(user_profile, dataset_dir)
+        item = _clean(item_profile)
+        left_out = evidence.row_of(item)
+        cos = evidence.cosine(self.embed([item])[0], left_out)
+        return cos, evidence.reference_cosines(left_out)
+
+    def evidence(self, user_profile: str, dataset_dir: str | None = None) -> Evidence:
+        """The profile's lines as evidence (cached per profile text and dataset)."""
+        key = (str(user_profile), dataset_dir or None)
+        with self._evidence_lock:
+            if key in self._evidence:
+                self._evidence.move_to_end(key)
+                return self._evidence[key]
+        lines = profile_lines(user_profile)
+        emb = self.embed(lines) if lines else np.zeros((0, 384), dtype=np.float32)
+        reference = self.reference(dataset_dir)
+        rows = {line: n for n, line in enumerate(lines)}
+        ref_lines: list[tuple[int, int]] = []
+        if reference is not None:
+            index = self._reference_index(dataset_dir)
+            ref_lines = [(k, n) for line, n in rows.items() for k in index.get(line, ())]
+        evidence = Evidence(lines, rows, emb, emb.sum(axis=0), ref_lines, reference, None)
+        if reference is not None and lines:
+            evidence.ref_cos = evidence.reference_cosines(None)
+        with self._evidence_lock:
+            self._evidence[key] = evidence
+            while len(self._evidence) > PROFILE_CACHE:
+                self._evidence.popitem(last=False)
+        return evidence
 
     def _update_fp(self, v: dict[str, Any]) -> str:
         fp = [_clean(t) for t in v["item_profiles"] if str(t).strip()]
@@ -251,7 +356,16 @@ class EmbedProvider(Provider):
             if dataset_dir not in self._references:
                 texts = reference_texts(Path(dataset_dir))
                 self._references[dataset_dir] = self.embed(texts) if texts else None
+                rows: dict[str, list[int]] = {}
+                for k, t in enumerate(texts):  # two items may share a text
+                    rows.setdefault(_head(t), []).append(k)
+                self._reference_rows[dataset_dir] = rows
             return self._references[dataset_dir]
+
+    def _reference_index(self, dataset_dir: str) -> dict[str, list[int]]:
+        """Text a profile line holding a reference item reads -> that item's rows."""
+        self.reference(dataset_dir)
+        return self._reference_rows[dataset_dir]
 
 
 def reference_texts(dataset_dir: Path, n: int = REFERENCE_ITEMS, seed: int = REFERENCE_SEED) -> list[str]:

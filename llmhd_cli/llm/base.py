@@ -92,6 +92,9 @@ class Provider:
     upper_bound: bool = False  # True for diagnostics that see ground truth (oracle)
     leaky_models: tuple[str, ...] = ()  # models that read held-out labels: their runs are marked as leaks
     cacheable: bool = True  # False: answers are not stored (still counted in the ledger)
+    # task -> version of the rule a non-generative provider computes that task's answers by; it
+    # enters those requests' cache key, so a changed rule never reuses the old rule's answers.
+    rule_versions: dict[str, str] = {}
     base_url_env: str | None = None  # environment variable with the default base URL, if any
     needs_key: bool = True  # False for offline providers; generative ones need a key unless base_url is set
 

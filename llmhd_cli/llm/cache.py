@@ -55,12 +55,14 @@ def _canonical(obj: Any) -> str:
                       check_circular=False)
 
 
-def cache_key(provider: str, model: str, request: LLMRequest, include_variables: bool = False) -> str:
+def cache_key(provider: str, model: str, request: LLMRequest, include_variables: bool = False,
+              rule_version: str = "") -> str:
     """sha256 over everything that decides the answer.
 
     Generative providers see only ``system`` + ``prompt`` (plus decoding params, schema and the
     logprobs flag), so ``variables`` stay out of their key; providers that compute from the
-    variables (embed, oracle) pass ``include_variables=True``.
+    variables (embed, oracle) pass ``include_variables=True``, and the version of the rule they
+    answer the task by (``Provider.rule_versions``); without one the key is as before.
     """
     parts: dict[str, Any] = {
         "v": CACHE_VERSION,
@@ -77,6 +79,8 @@ def cache_key(provider: str, model: str, request: LLMRequest, include_variables:
     }
     if include_variables:
         parts["variables"] = request.variables
+    if rule_version:
+        parts["rule"] = rule_version
     return hashlib.sha256(_canonical(parts).encode("utf-8")).hexdigest()
 
 

@@ -308,7 +308,8 @@ class LLMClient:
 
     def _key(self, request: LLMRequest) -> str:
         return cache_key(self.provider.name, self.provider.model, request,
-                         include_variables=not self.provider.generative)
+                         include_variables=not self.provider.generative,
+                         rule_version=getattr(self.provider, "rule_versions", {}).get(request.task, ""))
 
     def _lookup(self, key: str, template: str, stale: StoredAnswer | None = None,
                 waited: bool = False) -> StoredAnswer | None:

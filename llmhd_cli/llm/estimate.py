@@ -133,7 +133,8 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
             exact = exact and ok
             total_in += tokens
             total_out += out_each
-            if store is not None and store.get(cache_key(name, model, request, not ctx.provider.generative)):
+            rule = getattr(ctx.provider, "rule_versions", {}).get(request.task, "")
+            if store is not None and store.get(cache_key(name, model, request, not ctx.provider.generative, rule)):
                 cached += 1
             else:
                 cost += ctx.prices.cost(name, model, tokens, out_each) if ctx.provider.generative else 0.0
