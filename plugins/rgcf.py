@@ -85,7 +85,7 @@ class RGCFSettings:
             value = config[f.name]
             if value is None:
                 value = DEFAULTS[f.name]
-            integer = f.type == "int"
+            integer = f.name in ("embedding_size", "n_layers")
             ok = isinstance(value, int) if integer else isinstance(value, (int, float))
             if isinstance(value, bool) or not ok or (not integer and not math.isfinite(value)):
                 kind = "an integer" if integer else "a number"

@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmhd_plugins.rgcf import (BipartiteGraph, edge_dot, epoch_diagnostics, graph_matmul, pruned_edge_noise,
-                                row_normalised)
+from llmhd_plugins.rgcf import (BipartiteGraph, edge_dot, epoch_diagnostics, graph_matmul, noise_auc,
+                                pruned_edge_noise, row_normalised)
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 
 DATASET = "small"
@@ -153,6 +153,14 @@ def test_pruned_edge_noise_on_a_hand_made_graph() -> None:
     assert (everything.precision, everything.recall, everything.f1) == (1.0, 1.0, 1.0)
     nothing = pruned_edge_noise(np.array([], dtype=int), np.array([], dtype=int), train_users, train_items, is_noise, n_items)
     assert (nothing.pruned_edges, nothing.precision, nothing.recall, nothing.f1) == (0, 0.0, 0.0, 0.0)
+
+
+def test_noise_auc_counts_noise_below_clean_pairs() -> None:
+    # (noise, clean) pairs: (0.1, 0.9) (0.1, 0.5) (0.5, 0.9) below, (0.5, 0.5) a tie -> 3.5 / 4
+    reliability = np.array([0.1, 0.9, 0.5, 0.5])
+    assert noise_auc(reliability, np.array([True, False, True, False])) == pytest.approx(0.875)
+    assert noise_auc(reliability, np.array([False, True, False, False])) == pytest.approx(0.0)
+    assert noise_auc(reliability, np.zeros(4, dtype=bool)) is None
 
 
 # ------------------------------------------------------------------------ the model itself
