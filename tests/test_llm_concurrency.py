@@ -96,7 +96,12 @@ def go(proc: subprocess.Popen) -> None:
 
 
 def finish(proc: subprocess.Popen, timeout: float = 60) -> dict:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     assert proc.returncode == 0
     return json.loads(out.strip().splitlines()[-1])
 
@@ -185,6 +190,40 @@ def test_a_live_holder_that_fails_releases_and_the_waiter_fetches(tmp_path):
         other.close()
     assert result.ok and not result.cached and handler.calls["item 0"] == 1
     assert client.stats.claim_waits == 1
+
+
+def test_a_waiter_reads_the_answer_another_client_stored(tmp_path):
+    # Two clients in one process share nothing but the cache dir, as two processes would.
+    handler = PerPrompt(delay=1.0)
+    request = LLMRequest("score", "t/score", "abc", "sys", "item 0", params={"max_tokens": 5})
+    with LocalServer(handler) as server:
+        url = server.url + "/v1"
+        with LLMClient(OpenAIProvider(model="local", base_url=url, api_key="k"), tmp_path, prices=FREE) as first, \
+                LLMClient(OpenAIProvider(model="local", base_url=url, api_key="k"), tmp_path, prices=FREE) as second:
+            results: list = []
+            worker = threading.Thread(target=lambda: results.extend(first.run([request])))
+            worker.start()
+            while handler.calls["item 0"] == 0:
+                time.sleep(0.01)
+            [waited] = second.run([request])
+            worker.join()
+    assert handler.calls["item 0"] == 1 and results[0].ok and not results[0].cached
+    assert waited.ok and waited.cached and waited.value == results[0].value
+    assert (second.stats.calls, second.stats.cache_hits, second.stats.claim_waits) == (0, 1, 1)
+
+
+def test_the_heartbeat_keeps_a_claim_and_its_lease_runs_out_without_one(tmp_path):
+    holder = ClaimStore(tmp_path, lease=0.5, heartbeat=0.1)
+    other = ClaimStore(tmp_path, lease=0.5, heartbeat=0.1)  # same pid: only the lease can free the claim
+    assert holder.acquire("k")
+    time.sleep(1.2)
+    assert not other.acquire("k")  # renewed all along
+    holder._stop.set()  # the holder hangs: no more heartbeats, the claim stays in the table
+    holder._beat.join()
+    time.sleep(0.8)
+    assert other.acquire("k") and other.takeovers == 1
+    other.close()
+    holder.close()
 
 
 # ------------------------------------------------------------------------------ garbage answers
