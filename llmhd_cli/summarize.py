@@ -178,7 +178,7 @@ def _report_failures(phase: str, results: list[Any], consequence: str, all_is_er
 
     failed = [str(r.error) for r in results if not r.ok and r.error not in (BUDGET, ABORTED)]
     if failed and not (all_is_error and len(failed) == len(results)):
-        log.warning("summarize: %d of %d %s calls failed (first error: %s); %s", len(failed), len(results), phase,
+        log.warning("summarize: %d of %d calls (%s) failed (first error: %s); %s", len(failed), len(results), phase,
                     failed[0], consequence)
     return failed
 

@@ -322,4 +322,4 @@ def test_summarize_with_some_failures_says_how_many(workspace, caplog):
         result = summarize(workspace, settings, SummarizeOptions("tiny"))
     assert (result.users, result.profiles) == (4, 3)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("1 of 4 user summaries calls failed" in w and "HTTP 200 with" in w for w in warnings), warnings
+    assert any("1 of 4 calls (user summaries) failed" in w and "HTTP 200 with" in w for w in warnings), warnings

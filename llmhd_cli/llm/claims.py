@@ -67,6 +67,8 @@ class ClaimStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                          "host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL)")
+        # Claims whose lease ran out an hour ago are dead for everyone: keep the table small.
+        self._db.execute("DELETE FROM claims WHERE expires < ?", (time.time() - 3600,))
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.takeovers = 0  # dead claims this store took over (a holder was killed or hung)
