@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -337,6 +338,14 @@ def load_run_model(run_dir: Path, workspace: Path, device: str = "auto") -> tupl
     dataset = open_dataset(workspace, config.dataset)
     data = load_recbole_data(dataset, backbone, config.backbone_params, config.seed, resolve_device(device))
     model = build_model(data, backbone)
-    state = torch.load(Path(run_dir) / runs.CHECKPOINT, map_location=data.config["device"], weights_only=True)
-    backbone.load_state(model, state)
+    checkpoint = Path(run_dir) / runs.CHECKPOINT
+    try:
+        # weights_only: a checkpoint holds tensors; anything else (a pickled payload) is refused.
+        state = torch.load(checkpoint, map_location=data.config["device"], weights_only=True)
+        backbone.load_state(model, state)
+    except FileNotFoundError:
+        raise LLMHDError(f"{checkpoint}: no checkpoint; the run saved none (train it again)") from None
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LLMHDError(f"{checkpoint}: not a checkpoint of this run's model ({first[:200]})") from None
     return model, data, config

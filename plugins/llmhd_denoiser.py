@@ -371,7 +371,14 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
 
 
 def check_options(o: dict[str, Any]) -> None:
+    from llmhd_cli.redact import mask_url
+
     check_judge_accuracy(o["judge_accuracy"])
+    if o["base_url"] and mask_url(o["base_url"]) != o["base_url"]:
+        # The run's config.toml records --base-url: a secret in it would be written to disk.
+        raise LLMHDError(f"--base-url {mask_url(o['base_url'])}: holds a credential, which the run's config.toml "
+                         "would record; give the URL without it and the key in the provider's environment "
+                         "variable or [llm.api_keys] of the user config")
     if o["alpha"] <= 0:
         raise LLMHDError(f"--alpha: must be > 0, got {o['alpha']}")
     for name in ("eps_l_max", "eps_v"):

@@ -581,12 +581,15 @@ def test_backbone_objective_diagnostics_are_complete(workspace: Path, tmp_path: 
     (["--eps-neg-max", "1"], ["--eps-neg-max (1.0) is below --eps-neg-min (2.0)"]),
     (["--eps-pair-min", "8"], ["--eps-pair-max (7.0) is below --eps-pair-min (8.0)"]),
     (["--alpha", "0"], ["--alpha: must be > 0"]),
+    (["--base-url", "http://user:s3cret@127.0.0.1:9/v1"], ["--base-url http://***@127.0.0.1:9/v1", "credential"]),
+    (["--base-url", "http://127.0.0.1:9/v1?api_key=s3cret"], ["--base-url", "api_key=***", "credential"]),
     (["--eps-gamma", "0"], ["--eps-gamma: must be at least 1, got 0"]),
-], ids=["eps-v", "history", "eps-pos", "eps-neg", "eps-pair", "alpha", "eps-gamma"])
+], ids=["eps-v", "history", "eps-pos", "eps-neg", "eps-pair", "alpha", "url-userinfo", "url-key", "eps-gamma"])
 def test_bad_options_one_line_exit_2(capsys: pytest.CaptureFixture, workspace: Path, tmp_path: Path,
                                      flags: list[str], words: list[str]) -> None:
     code, out, err = run_cli(capsys, workspace, *train_args(tmp_path / "run", *flags))
     assert_user_error(code, out, err, *words)
+    assert "s3cret" not in out + err
     assert not (tmp_path / "run").exists()  # a rejected run leaves no folder to block a corrected rerun
 
 
