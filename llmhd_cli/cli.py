@@ -343,11 +343,9 @@ def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[
                 raise LLMHDError(f"--{name.replace('_', '-')}: an option of denoiser {', '.join(owners)}, not of '{config.denoiser}'")
         config.denoiser_params = {**config.denoiser_params, **denoiser_flags}
 
-    # Checked before ensure_prepared, which may write the built-in dataset.
+    # Checked before ensure_prepared, which may write the built-in dataset (it checks the name itself).
     from llmhd_cli.recbole_data import check_backbone_params
-    from llmhd_cli.workspace import check_name
 
-    check_name(config.dataset)
     check_backbone_params(plugins.registry("backbone").get(config.backbone, "--backbone"), config.backbone_params)
     dataset = ensure_prepared(state.workspace, config.dataset, notify=lambda m: console.print(m, style="yellow", highlight=False))
     with _TrainProgress(config.epochs) as progress:
@@ -605,6 +603,9 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} calls/s  hits {task.fields[hits]:,}  failed {task.fields[failed]:,}  "
                           "tokens {task.fields[tokens]:,}  ${task.fields[cost]:.4f}"), TimeElapsedColumn()]
+    from llmhd_cli.datasets import open_dataset
+
+    open_dataset(state.workspace, options.dataset)  # a missing dataset is one line, before the display starts
     with Progress(*columns, console=err_console, transient=False) as bar:
         result = summarize(state.workspace, settings, options, progress=_LLMProgress(bar))
     label = f"{result.provider}/{result.model}" + (" (UPPER BOUND)" if result.upper_bound else "")

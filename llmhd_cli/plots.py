@@ -35,7 +35,10 @@ def check_output(output: Path) -> Path:
     if os.path.lexists(output):
         if output.is_dir() or not os.access(output, os.W_OK):
             raise LLMHDError(f"-o {output}: cannot be overwritten ({'a folder' if output.is_dir() else 'not writable'})")
-    check_writable_dir(output.parent, "-o: folder")
+    try:
+        check_writable_dir(output.parent, "folder")
+    except LLMHDError as exc:
+        raise LLMHDError(f"-o {output}: {exc}") from None
     return output
 
 

@@ -119,7 +119,7 @@ def ensure_prepared(
     """
     from llmhd_cli import plugins
 
-    meta = datasets_dir(workspace) / check_name(name) / "dataset.json"
+    meta = datasets_dir(workspace) / name / "dataset.json"
     source = plugins.registry("dataset").items.get(name)
     if not meta.exists() and source is not None and source.builtin:
         dataset = prepare_dataset(workspace, PrepareOptions(name=name))

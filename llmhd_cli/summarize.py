@@ -34,11 +34,6 @@ class SummarizeOptions:
     items: bool = False  # generate item profiles first
     max_items: int = DEFAULT_MAX_ITEMS
 
-    def __post_init__(self) -> None:
-        from llmhd_cli.workspace import check_name
-
-        check_name(self.dataset)  # at once: before the CLI's progress display or any path
-
 
 @dataclass
 class TemplateStats:

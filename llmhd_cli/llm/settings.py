@@ -170,6 +170,9 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
     value, _ = _pick("prices", prices, config)
     if value:
         settings.prices_file = Path(str(value)).expanduser()
+        from llmhd_cli.llm.pricing import load_prices
+
+        load_prices(settings.prices_file)  # a bad table fails now, before a command writes anything
     options = config.get(name, {})  # [llm.openai] etc.: provider-specific extras (e.g. top_logprobs)
     if isinstance(options, dict):
         settings.options = dict(options)
