@@ -173,7 +173,7 @@ class Evidence:
     reference cosines when no line is left out (the common case: an item the profile does not quote)."""
 
     lines: list[str]
-    rows: dict[str, int]  # line -> row of ``emb``
+    rows: dict[str, int]  # a line's first MAX_WORDS words -> its row of ``emb``
     emb: np.ndarray
     total: np.ndarray  # sum of the rows
     ref_lines: list[tuple[int, int]]  # (reference item, its row): references that are profile lines
@@ -300,11 +300,11 @@ class EmbedProvider(Provider):
         lines = profile_lines(user_profile)
         emb = self.embed(lines) if lines else np.zeros((0, 384), dtype=np.float32)
         reference = self.reference(dataset_dir)
-        rows = {line: n for n, line in enumerate(lines)}
+        rows = {_head(line): n for n, line in enumerate(lines)}  # a long text matches verbatim or cut
         ref_lines: list[tuple[int, int]] = []
         if reference is not None:
             index = self._reference_index(dataset_dir)
-            ref_lines = [(k, n) for line, n in rows.items() for k in index.get(line, ())]
+            ref_lines = [(k, n) for head, n in rows.items() for k in index.get(head, ())]
         evidence = Evidence(lines, rows, emb, emb.sum(axis=0), ref_lines, reference, None)
         if reference is not None and lines:
             evidence.ref_cos = evidence.reference_cosines(None)

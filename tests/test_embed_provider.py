@@ -193,8 +193,9 @@ def test_leave_one_out_excludes_exactly_the_scored_item(provider, ml100k):
     assert provider.score_cosines(profile, aliens)[0] == pytest.approx(expected(aliens, None), abs=1e-6)
     long = "title: Long; " + " ".join(f"w{k}" for k in range(150))  # a profile line holds its first 100 words
     head = build_profile([long], np.array([1.0]))
-    cos, _ = provider.score_cosines("\n".join([head, lines[1]]), long)
-    assert cos == pytest.approx(float(provider.embed([long])[0] @ emb[1]), abs=1e-6)
+    for quoted in (head, long):  # cut by the summary, or quoted whole (a profile from elsewhere)
+        cos, _ = provider.score_cosines("\n".join([quoted, lines[1]]), long)
+        assert cos == pytest.approx(float(provider.embed([long])[0] @ emb[1]), abs=1e-6)
 
 
 def test_reference_items_in_the_profile_are_left_out_of_their_own_evidence(provider, ml100k):
