@@ -225,6 +225,51 @@ def edge_dot(users: torch.Tensor, items: torch.Tensor, graph: BipartiteGraph) ->
     return _EdgeDot.apply(users, items, graph)
 
 
+class _SummedCrossEntropy(torch.autograd.Function):
+    """``F.cross_entropy(a @ c.T, target, reduction="sum")`` in fewer passes over the logits.
+
+    The batch x candidates logits (1024 x 11,000 on Amazon-books) dominate RGCF's step; this
+    keeps only their softmax for the backward instead of torch's log-softmax output plus a
+    zero-filled NLL gradient, and never writes the batch x candidates matrix in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, c: torch.Tensor, target: torch.Tensor,
+                out: torch.Tensor | None) -> torch.Tensor:
+        probs = torch.mm(a, c.t(), out=out) if out is not None else a @ c.t()
+        top = probs.amax(1, keepdim=True)
+        probs.sub_(top).exp_()
+        total = probs.sum(1, keepdim=True)
+        probs.div_(total)
+        target_logits = (a * c[target]).sum(1)
+        ctx.save_for_backward(a, c, target, probs)
+        return (total.log().squeeze(1) + top.squeeze(1) - target_logits).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        a, c, target, probs = ctx.saved_tensors
+        # d/dlogits = softmax - onehot(target); the onehot part is applied to the small
+        # operands (a gather and an index_add) rather than to the batch x candidates matrix.
+        grad_a = grad_c = None
+        if ctx.needs_input_grad[0]:
+            grad_a = grad * (probs @ c - c[target])
+        if ctx.needs_input_grad[1]:
+            grad_c = grad * (probs.t() @ a - torch.zeros_like(c).index_add_(0, target, a))
+        return grad_a, grad_c, None, None
+
+
+def summed_cross_entropy(a: torch.Tensor, c: torch.Tensor, target: torch.Tensor,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over rows b of ``-log softmax_j(a_b . c_j)`` at ``j = target_b``.
+
+    ``out`` (len(a) x len(c), contiguous) receives the logits and keeps the softmax until the
+    backward: a buffer reused across training steps. A fresh matrix this size (45 MB on
+    Amazon-books) is an mmap that the allocator hands back to the system when freed, so every
+    step would page-fault it in again: that cost as much as the matrix product itself.
+    """
+    return _SummedCrossEntropy.apply(a, c, target, out)
+
+
 def edge_reliability(user_repr: torch.Tensor, item_repr: torch.Tensor, graph: BipartiteGraph) -> torch.Tensor:
     """``(cos + 1) / 2`` of each edge's endpoint representations, user-major (differentiable)."""
     return (edge_dot(F.normalize(user_repr, dim=1, eps=1e-8), F.normalize(item_repr, dim=1, eps=1e-8), graph) + 1) / 2
@@ -360,6 +405,7 @@ def _define_model() -> type:
             # storage variables for full sort evaluation acceleration (cleared in calculate_loss)
             self.restore_user_e = None
             self.restore_item_e = None
+            self._logits_buffer: torch.Tensor | None = None  # InfoNCE logits, reused across steps
             self.apply(xavier_uniform_initialization)
             self.other_parameter_name = ["restore_user_e", "restore_item_e"]
 
@@ -452,11 +498,16 @@ def _define_model() -> type:
             """Sum over the batch of -log softmax_j(cos(anchor_b, candidates_j) / tau) at j = target_b.
 
             The authors' InfoNCE: each user's own augmented view is the positive, every user's
-            (its own included) the denominator; as a cross-entropy over the candidates it is one
-            fused log-softmax, and 1/tau scales the anchors instead of the batch x users logits.
+            (its own included) the denominator; that is a cross-entropy over the candidates,
+            with 1/tau scaling the anchors instead of the batch x users logits.
             """
-            logits = (F.normalize(anchor) / self.tau) @ F.normalize(candidates).t()
-            return F.cross_entropy(logits, target, reduction="sum")
+            shape = (anchor.shape[0], candidates.shape[0])
+            buffer = self._logits_buffer
+            if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1] != shape[1] or buffer.device != anchor.device:
+                buffer = self._logits_buffer = anchor.new_empty(shape)
+            # Safe to reuse: training runs one forward per backward, and the buffer is read only by that backward.
+            return summed_cross_entropy(F.normalize(anchor) / self.tau, F.normalize(candidates), target,
+                                        out=buffer[:shape[0]])
 
         # -- RecBole API
         def calculate_loss(self, interaction: Any) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from llmhd_plugins.rgcf import (BipartiteGraph, edge_dot, epoch_diagnostics, graph_matmul, noise_auc,
-                                pruned_edge_noise, row_normalised)
+                                pruned_edge_noise, row_normalised, summed_cross_entropy)
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 
 DATASET = "small"
@@ -122,6 +122,24 @@ def test_kernels_equal_dense_products_and_their_gradients() -> None:
     assert torch.autograd.gradcheck(lambda v, a: graph_matmul(v, a, graph, "user"), (values, x))
     assert torch.autograd.gradcheck(lambda v, a: graph_matmul(v, a, graph, "item"), (values, x))
     assert torch.autograd.gradcheck(lambda a, b: edge_dot(a, b, graph), (x, y))
+
+
+def test_infonce_cross_entropy_equals_torch_and_its_gradient() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(5, 3, dtype=torch.double, requires_grad=True)
+    c = torch.randn(7, 3, dtype=torch.double, requires_grad=True)
+    target = torch.tensor([0, 3, 3, 6, 1])
+    expected = F.cross_entropy(a @ c.t(), target, reduction="sum")
+    assert torch.allclose(summed_cross_entropy(a, c, target), expected)
+    assert torch.autograd.gradcheck(lambda x, y: summed_cross_entropy(x, y, target), (a, c))
+    # With a reused logits buffer (as training does): every step's gradients are its own.
+    buffer = torch.empty(5, 7, dtype=torch.double)
+    for scale in (1.0, 3.0):
+        x, y = (a * scale).detach().requires_grad_(), c.detach().requires_grad_()
+        summed_cross_entropy(x, y, target, out=buffer).backward()
+        ref_x, ref_y = (a * scale).detach().requires_grad_(), c.detach().requires_grad_()
+        F.cross_entropy(ref_x @ ref_y.t(), target, reduction="sum").backward()
+        assert torch.allclose(x.grad, ref_x.grad) and torch.allclose(y.grad, ref_y.grad)
 
 
 def test_row_normalisation_gives_each_row_weight_one() -> None:
