@@ -428,25 +428,21 @@ def _define_model() -> type:
             return reliability, reliability < self.prune_threshold
 
         def propagate(self, users: torch.Tensor, items: torch.Tensor, user_values: torch.Tensor,
-                      item_values: torch.Tensor, graph: BipartiteGraph, need_items: bool = True) -> tuple:
-            """LightGCN layers on ``graph`` (values per orientation), mean over layers."""
+                      item_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """LightGCN layers on the training graph (edge values per orientation), mean over layers."""
             user_layers, item_layers = [users], [items]
-            for layer in range(self.n_layers):
-                last = layer == self.n_layers - 1
-                next_users = graph_matmul(user_values, items, graph, "user")
-                if need_items or not last:
-                    items = graph_matmul(item_values, users, graph, "item")
-                    item_layers.append(items)
-                users = next_users
+            for _ in range(self.n_layers):
+                users, items = (graph_matmul(user_values, items, self.graph, "user"),
+                                graph_matmul(item_values, users, self.graph, "item"))
                 user_layers.append(users)
-            user_out = torch.stack(user_layers).mean(0)
-            return user_out, torch.stack(item_layers).mean(0) if need_items else None
+                item_layers.append(items)
+            return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
 
         def _forward(self) -> tuple:
             users, items = self.structural()
             weights = self.pruned_weights(edge_reliability(users, items, self.graph))
             user_values, item_values = row_normalised(weights, self.graph)
-            user_e, item_e = self.propagate(users, items, user_values, item_values, self.graph)
+            user_e, item_e = self.propagate(users, items, user_values, item_values)
             return user_e, item_e, users, items, user_values, item_values
 
         def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
