@@ -171,4 +171,5 @@ def open_dataset(workspace: Path, name: str) -> PreparedDataset:
         info = DatasetInfo.from_json(meta.read_text(encoding="utf-8"))
     except (ValueError, TypeError) as exc:
         raise LLMHDError(f"{meta}: unreadable dataset metadata ({exc}); prepare the dataset again") from exc
+    check_name(info.name, f"{meta}: name")  # file names are built from it too (<name>.train.inter)
     return PreparedDataset(path, info)

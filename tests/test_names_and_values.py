@@ -126,6 +126,20 @@ def test_evaluate_recompute_checks_the_runs_dataset(capsys: pytest.CaptureFixtur
                     words=("not a usable dataset name",))
 
 
+@pytest.mark.parametrize("name", ["../../../../x", "/abs", 5])
+def test_tampered_dataset_json_name(capsys: pytest.CaptureFixture, tmp_path: Path, ws: Path, name: object) -> None:
+    """Split files are named after dataset.json's name: a planted path there is refused too."""
+    from llmhd_cli.datasets import DatasetInfo
+
+    folder = ws / "datasets" / "d"
+    folder.mkdir(parents=True)
+    info = DatasetInfo("d", "movies", "atomic", None, 0, {}, {}, False, True, False)
+    info.name = name  # type: ignore[assignment]
+    (folder / "dataset.json").write_text(info.to_json())
+    for args in (["summarize", "--dataset", "d"], ["cost", "--spent", "--dataset", "d"], ["train", "--dataset", "d"]):
+        assert_rejected(capsys, ws, tmp_path, *args, words=(str(folder / "dataset.json"), "name"))
+
+
 def test_run_folders_only_inside_runs(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     made = runs.new_run_dir(root, "d-lightgcn-bpr-none")
