@@ -19,6 +19,7 @@ Ids are the source's own tokens, kept as strings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,6 +122,17 @@ class PreparedDataset:
 
     def split_file(self, split: str) -> Path:
         return self.path / f"{self.info.name}.{split}.inter"
+
+    def fingerprint(self) -> str:
+        """A short hash of what the dataset holds (dataset.json and the training split).
+
+        Local scorers (embed, oracle) answer from the dataset's files, so their cached answers
+        are keyed by it: re-preparing a dataset under the same name never serves stale answers.
+        """
+        digest = hashlib.sha256()
+        for path in (self.path / "dataset.json", self.split_file("train")):
+            digest.update(path.read_bytes() if path.exists() else b"")
+        return digest.hexdigest()[:16]
 
     def read_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(users, items) string arrays of one split."""

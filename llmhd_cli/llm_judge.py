@@ -57,7 +57,7 @@ class LLMJudge:
     def __init__(self, client: Any, template_set: Any, user_tokens: np.ndarray, item_tokens: np.ndarray,
                  user_profiles: dict[str, str], item_texts: dict[str, str], dataset_dir: Path,
                  run_dir: Path | None = None, structured: bool = False, dry: bool = False,
-                 judge_accuracy: float = 1.0, seed: int = 0) -> None:
+                 judge_accuracy: float = 1.0, seed: int = 0, dataset_version: str = "") -> None:
         check_judge_accuracy(judge_accuracy)
         self.client = client
         self.tset = template_set
@@ -66,6 +66,7 @@ class LLMJudge:
         self._initial = user_profiles
         self.item_texts = item_texts
         self.dataset_dir = str(dataset_dir)
+        self.dataset_version = dataset_version  # PreparedDataset.fingerprint(): keys local scorers' cached answers
         self.run_dir = run_dir
         self.structured = structured
         self.dry = dry
@@ -134,7 +135,7 @@ class LLMJudge:
             keys.append(key)
             requests.append(template.render({
                 "user_profile": profile, "item_profile": text, "user_id": str(self.user_tokens[u]),
-                "item_id": str(self.item_tokens[i]), "dataset_dir": self.dataset_dir,
+                "item_id": str(self.item_tokens[i]), "dataset_dir": self.dataset_dir, "dataset_version": self.dataset_version,
             }, structured=self.structured))
         self.stats.score_requests += len(requests)
         for key, value in zip(keys, self._send(requests)):
@@ -178,7 +179,7 @@ class LLMJudge:
             users.append(u)
             requests.append(template.render({
                 "user_profile": profile, "item_profiles": texts, "n_items": len(texts),
-                "user_id": str(self.user_tokens[u]), "dataset_dir": self.dataset_dir,
+                "user_id": str(self.user_tokens[u]), "dataset_dir": self.dataset_dir, "dataset_version": self.dataset_version,
             }, structured=self.structured))
         changed = 0
         for u, value in zip(users, self._send(requests)):

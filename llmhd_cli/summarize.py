@@ -107,6 +107,7 @@ def summarize_requests(dataset: PreparedDataset, tset: TemplateSet, item_texts: 
     template = tset.get("summarize")
     requests: list[LLMRequest] = []
     skipped = 0
+    version = dataset.fingerprint()  # keys local scorers' cached answers to the dataset's content
     for user, items in sorted(user_histories(dataset).items()):
         known = [i for i in dict.fromkeys(items) if item_texts.get(i)]
         if not known:
@@ -119,7 +120,7 @@ def summarize_requests(dataset: PreparedDataset, tset: TemplateSet, item_texts: 
         profiles = [item_texts[i] for i in known]
         requests.append(template.render({
             "item_profiles": profiles, "n_items": len(profiles), "user_id": user, "item_ids": known,
-            "dataset_dir": str(dataset.path),
+            "dataset_dir": str(dataset.path), "dataset_version": version,
         }, structured=structured))
     return requests, skipped
 
@@ -130,12 +131,14 @@ def item_profile_requests(dataset: PreparedDataset, tset: TemplateSet) -> list[L
 
     template = tset.get("item_profile")
     requests = []
+    version = dataset.fingerprint()  # keys local scorers' cached answers to the dataset's content
     with (dataset.path / "items.jsonl").open(encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             requests.append(template.render({
                 "item_id": str(row["item_id"]), "item_text": row.get("text", ""),
                 "attributes": row.get("attributes") or {}, "dataset_dir": str(dataset.path),
+                "dataset_version": version,
             }))
     return requests
 

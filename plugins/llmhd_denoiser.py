@@ -367,7 +367,8 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
     data = context.data
     return LLMJudge(client, tset, data.user_tokens, data.item_tokens, profiles, item_texts, dataset.path,
                     run_dir=context.run_dir, structured=options["structured"], dry=dry,
-                    judge_accuracy=options["judge_accuracy"], seed=context.seed)
+                    judge_accuracy=options["judge_accuracy"], seed=context.seed,
+                    dataset_version=dataset.fingerprint())
 
 
 def check_options(o: dict[str, Any]) -> None:

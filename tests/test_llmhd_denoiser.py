@@ -554,7 +554,8 @@ def test_backbone_objective_diagnostics_are_complete(workspace: Path, tmp_path: 
         assert set(DIAGNOSTICS) <= set(d), sorted(set(DIAGNOSTICS) - set(d))
         assert set(LLM_KEYS) <= set(d["llm"])
         assert d["samples"] == record["samples"] == per * n_train
-        assert d["eps_l"] == EPS_L_MAX  # alpha 50: at its maximum after 3 iterations
+        last_step = (record["epoch"] + 1) * len(batch_sizes(n_train, objective)) - 1
+        assert d["eps_l"] == pytest.approx(ld_rate(last_step, ALPHA, EPS_L_MAX))  # T-CE's ramp over alpha 50
         assert 0 <= d["hard"] <= d["hard_candidates"] <= d["candidates"] <= d["samples"]
         assert 0 <= d["noise_kept_hard"] <= d["noise_hard_candidates"] <= d["noise_candidates"] <= d["candidates"]
         assert d["llm"]["failures"] == 0 and d["llm"]["cost"] == 0.0  # embed is offline and free

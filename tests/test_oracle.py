@@ -195,7 +195,8 @@ def make_judge(dataset: PreparedDataset, cache: Path | None = None, model: str =
     provider = OracleProvider(model=model)
     client = LLMClient(provider, cache, concurrency=1) if cache else DirectClient(provider)
     return LLMJudge(client, template_set_for("movies"), users, items, {u: "likes films" for u in users},
-                    {i: "a film" for i in items}, dataset.path, judge_accuracy=accuracy, seed=seed)
+                    {i: "a film" for i in items}, dataset.path, judge_accuracy=accuracy, seed=seed,
+                    dataset_version=dataset.fingerprint())
 
 
 def judged_pairs(judge: LLMJudge, dataset: PreparedDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -344,3 +345,27 @@ def test_oracle_runs_no_longer_see_the_test_set_and_accuracy_zero_keeps_noise(
     log, _ = oracle_run(ws, tmp_path / "random", "--hard-rule", "agreement", "--judge-accuracy", "0")
     d = log[-1]["denoiser"]
     assert d["noise_kept_hard"] > 0 and d["llm"]["simulated_errors"] > 0
+
+
+def test_a_dataset_prepared_again_under_its_name_gets_fresh_cached_answers(source: Path, tmp_path: Path) -> None:
+    """The cache keys local scorers' answers by the dataset's fingerprint: after `prepare --force`
+    with another split seed, a pair that moved from held-out into training scores by its rating,
+    not as the unobserved pair the old split's cached answer says."""
+    ws, cache = tmp_path / "ws", tmp_path / "cache"
+    old = prepare_dataset(ws, PrepareOptions(name="again", source_dir=source, seed=1))
+    old_fingerprint, old_judge = old.fingerprint(), make_judge(old, cache)
+    held_out = pairs(old, "test")
+    users = np.searchsorted(old_judge.user_tokens, held_out["user"].to_numpy())
+    items = np.searchsorted(old_judge.item_tokens, held_out["item"].to_numpy())
+    assert (old_judge.scores(users, items) == UNRATED_SCORE).all()
+    old_judge.client.close()
+
+    new = prepare_dataset(ws, PrepareOptions(name="again", source_dir=source, seed=2, force=True))
+    assert new.fingerprint() != old_fingerprint
+    moved = held_out.merge(pairs(new, "train"), on=["user", "item"])  # held out before, trained on now
+    assert len(moved) > 100
+    judge = make_judge(new, cache)
+    scores = judge.scores(np.searchsorted(judge.user_tokens, moved["user"].to_numpy()),
+                          np.searchsorted(judge.item_tokens, moved["item"].to_numpy()))
+    assert (scores > UNRATED_SCORE).mean() > 0.9  # by their ratings (3..5 -> 6..10), noise aside
+    judge.client.close()
