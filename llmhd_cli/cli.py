@@ -506,7 +506,7 @@ def _llm_options(command):
     """Flags shared by the commands that call an LLM (summarize) or price one (cost)."""
     options = [
         click.option("--provider", default=None, help="LLM provider: embed (offline semantic scorer, NOT a generative LLM), "
-                     "openai, anthropic, oracle (UPPER BOUND diagnostic from ground-truth ratings) or a plugin's "
+                     "openai, anthropic, oracle (UPPER BOUND diagnostic: a perfect judge of the training labels) or a plugin's "
                      "[default: LLMHD_PROVIDER or config [llm] provider, else embed]."),
         click.option("--model", default=None, help="Model name [default: the provider's first model, see `llmhd providers`]."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -599,7 +599,7 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
 
     cls = plugins.registry("provider").get(settings.provider, "--provider")
     if cls.upper_bound:
-        err_console.print(f"[yellow]note:[/] provider '{cls.name}' is an UPPER BOUND diagnostic that reads ground truth")
+        err_console.print(f"[yellow]note:[/] provider '{cls.name}' is an UPPER BOUND diagnostic that reads the training labels, not an LLM")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} calls/s  hits {task.fields[hits]:,}  failed {task.fields[failed]:,}  "
                           "tokens {task.fields[tokens]:,}  ${task.fields[cost]:.4f}"), TimeElapsedColumn()]
