@@ -873,6 +873,233 @@ def prompts_export(target: Path, names: tuple[str, ...], force: bool, prompts_di
     console.print(f"edit the files, then pass --prompts {target}")
 
 
+# --------------------------------------------------------------------------- experiment
+
+
+@cli.group("experiment")
+def experiment_group() -> None:
+    """Whole grids of runs from one TOML file: plan, run (resumable), cost, report (docs/experiments.md)."""
+
+
+def _load_plan(spec_path: Path):
+    from llmhd_cli.experiments.grid import expand
+    from llmhd_cli.experiments.spec import load_spec
+
+    return expand(load_spec(spec_path))
+
+
+_SPEC_ARG = click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@experiment_group.command("plan")
+@_SPEC_ARG
+@pass_state
+def experiment_plan(state: State, spec_path: Path) -> None:
+    """Check SPEC and list its runs and whether each is done, unfinished or to do."""
+    from llmhd_cli.experiments.grid import point_label
+    from llmhd_cli.experiments.runner import plan_states, runs_root
+
+    plan = _load_plan(spec_path)
+    states = plan_states(state.workspace, plan)
+    table = Table(title=f"experiment {plan.spec.name}: {len(plan.runs)} runs in {runs_root(state.workspace, plan.spec.name)}")
+    for column in ("method", "setting", "dataset", "backbone", "objective", "seeds", "done"):
+        table.add_column(column)
+    for cell in plan.cells:
+        done = sum(states[f] == "done" for f in cell.folders)
+        table.add_row(cell.method, point_label(cell.axes), cell.dataset, cell.backbone, cell.objective,
+                      str(len(cell.folders)), f"{done}/{len(cell.folders)}")
+    console.print(table)
+    counts = {s: sum(v == s for v in states.values()) for s in ("done", "partial", "todo")}
+    console.print(f"{counts['done']} done, {counts['partial']} unfinished (redone on run), {counts['todo']} to do",
+                  highlight=False)
+
+
+class _GridProgress:
+    """One rich line over the whole grid, and a line per finished run."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def update(self, status) -> None:
+        eta = status.eta()
+        epochs = " ".join(f"{p.epochs_done}/{p.epochs}" for p in status.running.values())
+        info = (f"running {len(status.running)}" + (f" (epochs {epochs})" if epochs else "") + f" · left {status.left}"
+                + (f" · failed {status.failed}" if status.failed else "")
+                + (f" · ETA {_duration(eta)}" if eta is not None else "")
+                + f" · LLM {int(status.llm['input_tokens'] + status.llm['output_tokens']):,} tokens ${status.llm['cost']:.4f}")
+        if self.task is None:
+            self.task = self.progress.add_task("runs done", total=status.total, info="")
+        self.progress.update(self.task, completed=status.finished, info=info)
+
+    def run_finished(self, run, outcome, status) -> None:
+        if outcome.ok:
+            self.message(f"done {run.folder} ({_duration(outcome.seconds)}): ndcg@10 {outcome.test.get('ndcg@10', 0):.4f}")
+        else:
+            self.message(f"FAILED {run.folder}: {mask_secrets(outcome.error)}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@experiment_group.command("run")
+@_SPEC_ARG
+@click.option("--workers", type=int, default=1, help="Local worker processes (spawned), each run on max(1, cores // N) threads.")
+@click.option("--threads", type=int, default=None, help="Threads per run [default: cores // workers; with --ray, --cpus-per-run].")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run the grid as tasks on an existing Ray cluster (e.g. 10.0.0.5:6379, or 'auto'); every node must "
+              "see the workspace path.")
+@click.option("--cpus-per-run", type=int, default=1, help="With --ray: num_cpus of each run's task.")
+@click.option("--gpus-per-run", type=float, default=0.0, help="With --ray: num_gpus of each run's task.")
+@click.option("--no-summarize", is_flag=True, help="Do not summarize user profiles of datasets the LLM runs need them on.")
+@pass_state
+def experiment_run(state: State, spec_path: Path, workers: int, threads: int | None, ray_address: str | None,
+                   cpus_per_run: int, gpus_per_run: float, no_summarize: bool) -> None:
+    """Train every run of SPEC not yet done; rerun it to resume after a crash or Ctrl-C.
+
+    Runs go to <workspace>/experiments/<name>/runs/, one folder per config and seed; a folder
+    with metrics.json and the planned config is skipped, any other is redone.
+    """
+    from llmhd_cli.experiments import runner
+
+    plan = _load_plan(spec_path)
+    options = runner.RunOptions(workers, threads, ray_address, cpus_per_run, gpus_per_run)
+    options.check()
+    runner.check_base_datasets(state.workspace, plan)
+    notify = lambda m: console.print(m, style="yellow", highlight=False)  # noqa: E731
+    runner.prepare_datasets(state.workspace, plan, notify)
+    if not no_summarize:
+        runner.summarize_missing(state.workspace, plan, notify)
+    with _GridProgress() as progress:
+        result = runner.run_grid(state.workspace, plan, options, progress)
+    status = result.status
+    console.print(f"experiment {plan.spec.name}: {status.done} trained, {status.skipped} already done, "
+                  f"{status.failed} failed; runs in {runner.runs_root(state.workspace, plan.spec.name)}", highlight=False)
+    if result.failures:
+        first = result.failures[0]
+        raise LLMHDError(f"{len(result.failures)} of {status.total} runs failed (first: {first.folder}: {first.error}); "
+                         f"fix it and run again to resume")
+
+
+@experiment_group.command("report")
+@_SPEC_ARG
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json", "latex"]), default="table",
+              help="Output format.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=_writable_dir,
+              help="Also write the figures (PNG) into this folder.")
+@click.option("--baseline", default=None, metavar="SPEC", help="Setting to test every cell against (as evaluate's "
+              "--baseline) [default: the spec's [report] baseline].")
+@click.option("--paired-test", type=click.Choice(["t", "wilcoxon"]), default=None,
+              help="Paired test over test users [default: the spec's, else t].")
+@pass_state
+def experiment_report(state: State, spec_path: Path, fmt: str, plots_dir: Path | None, baseline: str | None,
+                      paired_test: str | None) -> None:
+    """SPEC's finished runs in the paper's layout: methods x (backbone x metric), mean ± std over seeds."""
+    from llmhd_cli.experiments import report
+
+    plan = _load_plan(spec_path)
+    results = report.collect(state.workspace, plan, baseline, paired_test)
+    if fmt == "table":
+        for table in report.tables(results):
+            console.print(_experiment_table(results, table))
+        for line in report.legend(results):
+            console.print(f"note: {line}", highlight=False)
+    else:
+        click.echo(report.render(results, fmt), nl=False)
+    if plots_dir is not None:
+        for path in report.plot(results, plots_dir):
+            err_console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def _experiment_table(results, table) -> Table:
+    from llmhd_cli.evaluation import METRICS
+    from llmhd_cli.experiments.report import BACKBONE_NAMES, cell_text
+
+    out = Table(title=f"{results.plan.spec.name}: {table.dataset} (mean ± std over seeds)")
+    out.add_column("method")
+    for backbone in table.columns:
+        for metric in METRICS:
+            out.add_column(f"{BACKBONE_NAMES.get(backbone, backbone)}\n{_SHORT[metric]}", justify="right")
+    for row in table.rows:
+        cells = [escape(row.label) + (" [red](leak)[/]" if row.leak else "")]
+        for backbone in table.columns:
+            for metric in METRICS:
+                c = row.cells.get(backbone)
+                if c is None:
+                    cells.append("")
+                    continue
+                mean, std, mark = cell_text(c, metric, results.significance)
+                style = {1: "bold", 2: "underline"}.get(c.rank.get(metric))
+                text = f"[{style}]{mean}[/]" if style else mean
+                cells.append(text + mark + (f"\n± {std}" if std else ""))
+        out.add_row(*cells)
+    return out
+
+
+@experiment_group.command("cost")
+@_SPEC_ARG
+@click.option("--epochs", type=int, default=None, help="Cap every dry run at N epochs (faster; longer runs may send more) "
+              "[default: each run's own epochs].")
+@click.option("--threads", type=int, default=None, help="Torch threads of the dry runs [default: one per core].")
+@pass_state
+def experiment_cost(state: State, spec_path: Path, epochs: int | None, threads: int | None) -> None:
+    """Estimate SPEC's LLM prompts, tokens and money before it runs (training dry runs, nothing sent).
+
+    One dry run per distinct LLM-relevant setting (seeds and score thresholds do not change
+    it), multiplied by the runs it stands for; T_sum for the datasets still without profiles.
+    """
+    from llmhd_cli.experiments import runner
+    from llmhd_cli.experiments.cost import grid_cost
+
+    if epochs is not None and epochs < 1:
+        raise LLMHDError(f"--epochs: must be at least 1, got {epochs}")
+    plan = _load_plan(spec_path)
+    runner.check_base_datasets(state.workspace, plan)
+    runner.prepare_datasets(state.workspace, plan, lambda m: err_console.print(m, style="yellow", highlight=False))
+    progress = _DryRunProgress()
+
+    def observer_for(number: int, total: int, label: str):
+        err_console.print(f"dry run {number}/{total}: {label}", highlight=False, markup=False)
+        return progress
+
+    try:
+        result = grid_cost(state.workspace, plan, epochs, threads, observer_for)
+    finally:
+        progress.stop()
+    table = Table(title=f"ESTIMATE for experiment {plan.spec.name} (nothing sent)")
+    table.add_column("setting")
+    table.add_column("provider/model")
+    for column in ("runs", "prompts/run", "cached/run", "tokens in/run", "tokens out/run", "$/run", "$ total"):
+        table.add_column(column, justify="right")
+    for r in result.rows:
+        label = r.label if r.step == "train" else f"{r.label} (once)"
+        table.add_row(escape(label), f"{r.provider}/{r.model}" + (" (UPPER BOUND)" if r.upper_bound else ""), str(r.runs),
+                      f"{r.prompts:,}", f"{r.cached:,}", f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"{r.cost:.4f}",
+                      f"{r.total_cost:.4f}")
+    table.add_row("total", "", str(sum(r.runs for r in result.rows if r.step == "train")), "", "", "", "", "",
+                  f"{result.total_cost:.4f}", end_section=True)
+    console.print(table)
+    console.print(f"{result.free_runs} of {len(plan.runs)} runs consult no LLM; "
+                  f"{result.total_tokens:,} tokens in all", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
 def _build() -> click.Group:
     from llmhd_cli import plugins
 
