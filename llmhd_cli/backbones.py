@@ -43,6 +43,10 @@ class Backbone:
       product is the model's score (the LLMHD score history snapshots them); by default the
       first two outputs of ``model.forward()``, as NGCF, LightGCN and NCL return them. A model
       whose ``forward`` takes arguments (RecBole's BPR: ``forward(user, item)``) must set it.
+    - ``epoch_diagnostics(model, data) -> dict``: after each epoch, what the model did to its
+      training data (RGCF: the graph edges it pruned), JSON-ready for the run log; the key
+      ``pruned_rows`` (training-row indices of positives the model took out of training) is
+      popped by the loop and counted in the epoch's noise detection.
     - ``dot_product_scores``: False declares that the model does not score a pair by that dot
       product; denoisers that need final embeddings (llmhd) then refuse the backbone.
     """
@@ -57,6 +61,7 @@ class Backbone:
     adjust_config: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None
     final_embeddings: Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]] | None = None
     dot_product_scores: bool = True
+    epoch_diagnostics: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None
 
     def contract_problems(self) -> list[str]:
         """What llmhd would miss to train this backbone ([] when nothing); checked at registration.

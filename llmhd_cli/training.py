@@ -50,8 +50,11 @@ class EpochRecord:
     seconds: float
     valid: dict[str, float] | None = None
     best: bool = False
-    noise: dict[str, float] | None = None  # detection of injected noise among dropped samples
+    # Detection of injected noise among the positives the run took out of training this epoch:
+    # the samples its denoiser dropped and the graph edges its backbone pruned (RGCF).
+    noise: dict[str, float] | None = None
     denoiser: dict[str, Any] = field(default_factory=dict)
+    backbone: dict[str, Any] = field(default_factory=dict)  # Backbone.epoch_diagnostics
 
 
 @dataclass
@@ -184,7 +187,7 @@ def denoiser_options(spec: DenoiserSpec, given: dict[str, Any]) -> dict[str, Any
 
 
 def _noise_detection(data: RecBoleData, dropped_pairs: list[torch.Tensor]) -> dict[str, float] | None:
-    """Precision/recall of this epoch's dropped positives against the injected noise."""
+    """Precision/recall of this epoch's dropped positives (training rows, repeats counted) against the injected noise."""
     n_noise = int(data.is_noise.sum())
     if n_noise == 0:
         return None
@@ -260,14 +263,18 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
             step, extra = loop.run(epoch, step, observer)
             train_seconds = time.perf_counter() - start
             epoch_times.append(train_seconds)
+            structure = backbone.epoch_diagnostics(model, data) if backbone.epoch_diagnostics else {}
+            pruned = structure.pop("pruned_rows", None)
+            removed = [*seam.stats.dropped_pairs, *([torch.as_tensor(pruned, dtype=torch.long)] if pruned is not None else [])]
             record = EpochRecord(
                 epoch=epoch,
                 loss=seam.stats.loss_sum / max(seam.stats.samples, 1),
                 samples=seam.stats.samples,
                 dropped=seam.stats.dropped,
                 seconds=train_seconds,
-                noise=_noise_detection(data, seam.stats.dropped_pairs),
+                noise=_noise_detection(data, removed),
                 denoiser=extra,
+                backbone=structure,
             )
             if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
                 record.valid = full_rank_metrics(model, data.valid_csr, [data.train_csr])
@@ -319,6 +326,8 @@ def _noise_summary(record: EpochRecord) -> dict[str, Any] | None:
         out["noise_candidates"] = candidates
         out["noise_kept_hard"] = record.denoiser.get("noise_kept_hard", 0)
         out["kept_hard_share"] = out["noise_kept_hard"] / candidates
+    if "noise" in record.backbone:  # the backbone's own share (RGCF's pruned edges), apart from the denoiser's
+        out["pruned"] = record.backbone["noise"]
     return out
 
 

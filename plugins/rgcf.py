@@ -546,15 +546,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# The training loop's per-epoch backbone diagnostics hook, where Backbone has it (see docs/rgcf.md).
-_HOOKS = {"epoch_diagnostics": epoch_diagnostics} if "epoch_diagnostics" in {f.name for f in dataclasses.fields(Backbone)} else {}
-
 RGCF_BACKBONE = Backbone(
     name="rgcf",
     model_class=f"{__name__}.RGCF",
     description="RGCF (Tian et al. 2022): LightGCN on a reliability-pruned graph with MI augmentation (llmhd's port)",
     defaults=dict(DEFAULTS),
-    **_HOOKS,
+    epoch_diagnostics=epoch_diagnostics,
 )
 
 

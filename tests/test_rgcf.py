@@ -293,6 +293,17 @@ def test_pruning_is_nonempty_changes_the_model_and_is_reproducible(capsys: pytes
     assert diag["noise"] == expected.to_dict() and diag["noise"]["n_noise"] == int(run_data.is_noise.sum()) > 0
     assert 0.0 <= diag["noise_auc"] <= 1.0
 
+    # The training loop logs every epoch's pruned edges, and counts them as the run's removed
+    # positives in the noise detection that evaluate shows.
+    log = [json.loads(line) for line in (runs["pruned"] / "log.jsonl").read_text().splitlines()]
+    for record in log:
+        assert 0 < record["backbone"]["pruned_edges"] == record["noise"]["dropped_positives"]
+        assert record["backbone"]["noise"]["precision"] == pytest.approx(record["noise"]["precision"])
+        assert "pruned_rows" not in record["backbone"]
+    assert read_metrics(runs["pruned"])["noise_detection"]["pruned"] == log[-1]["backbone"]["noise"]
+    assert all(r["noise"]["dropped_positives"] == 0 for r in
+               map(json.loads, (runs["unpruned"] / "log.jsonl").read_text().splitlines()))
+
     unpruned, _, _ = load_run_model(runs["unpruned"], workspace, "cpu")
     assert epoch_diagnostics(unpruned, run_data)["pruned_edges"] == 0
     weights = lambda m: torch.cat([p.detach().ravel() for p in m.parameters()])  # noqa: E731
