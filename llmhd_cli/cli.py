@@ -946,10 +946,14 @@ class _GridProgress:
         self.progress.update(self.task, completed=status.finished, info=info)
 
     def run_finished(self, run, outcome, status) -> None:
+        from llmhd_cli.experiments.runner import worker_name
+
+        where = "" if outcome.worker == worker_name() else f" on {outcome.worker}"  # a worker process or Ray node
         if outcome.ok:
-            self.message(f"done {run.folder} ({_duration(outcome.seconds)}): ndcg@10 {outcome.test.get('ndcg@10', 0):.4f}")
+            self.message(f"done {run.folder} ({_duration(outcome.seconds)}{where}): "
+                         f"ndcg@10 {outcome.test.get('ndcg@10', 0):.4f}")
         else:
-            self.message(f"FAILED {run.folder}: {mask_secrets(outcome.error)}")
+            self.message(f"FAILED {run.folder}{where}: {mask_secrets(outcome.error)}")
 
 
 def _duration(seconds: float) -> str:

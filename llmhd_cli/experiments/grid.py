@@ -120,13 +120,13 @@ def run_key(config: dict[str, Any]) -> str:
 
 
 def same_config(planned: dict[str, Any], written: dict[str, Any]) -> bool:
-    """Whether a run folder's config.toml is the planned run's. Options planned as None (the
-    LLM provider, model) are filled in by the denoiser when it resolves them, so they are not
-    compared."""
-    unset = {k for k, v in (planned.get("denoiser_params") or {}).items() if v is None}
+    """Whether a run folder's config.toml is the planned run's. Options left unset in the plan
+    (None defaults: the LLM provider, model) are filled in by the denoiser when it resolves
+    them, so written options the plan does not hold are not compared."""
+    given = set(planned.get("denoiser_params") or {})
     written = dict(written)
     if isinstance(written.get("denoiser_params"), dict):
-        written["denoiser_params"] = {k: v for k, v in written["denoiser_params"].items() if k not in unset}
+        written["denoiser_params"] = {k: v for k, v in written["denoiser_params"].items() if k in given}
     return identity(planned) == identity(written)
 
 
@@ -277,7 +277,8 @@ def _planned(spec: ExperimentSpec, method: MethodSpec, denoiser: Any, base: str,
         from llmhd_cli.workspace import check_name
 
         check_name(dataset, "derived dataset")
-        config["denoiser_params"] = denoiser_options(denoiser, params)
+        # Defaults filled in (a changed default is a new run), unset ones left out as TOML leaves them.
+        config["denoiser_params"] = {k: v for k, v in denoiser_options(denoiser, params).items() if v is not None}
         resolved = TrainConfig.from_dict(config, where=label).to_dict()
     except LLMHDError as exc:
         message = str(exc)

@@ -294,7 +294,7 @@ def _markdown(results: Results) -> str:
                     mean, std, mark = cell_text(c, metric, results.significance)
                     rank = c.rank.get(metric)
                     mean = f"**{mean}**" if rank == 1 else f"<u>{mean}</u>" if rank == 2 else mean
-                    cells.append(mean + mark + (f" ± {std}" if std else ""))
+                    cells.append(mean + mark.replace("*", "\\*") + (f" ± {std}" if std else ""))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"- {line}" for line in legend(results)]

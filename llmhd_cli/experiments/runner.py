@@ -91,6 +91,11 @@ class RunOutcome:
     error: str = ""
     seconds: float = 0.0
     test: dict[str, float] = field(default_factory=dict)
+    worker: str = field(default_factory=lambda: worker_name())  # host:pid of the process that trained it
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def execute(task: RunTask, observer: Any = None) -> RunOutcome:
