@@ -572,8 +572,14 @@ def _process_grid(workers: int, threads: int, tasks: list, running: dict, tick: 
                                      "rerun `llmhd experiment run` to resume") from None
                 finish(run, outcome)
             tick()
-    finally:
-        pool.shutdown(wait=not pending, cancel_futures=True)
+    except BaseException:
+        # Ctrl-C or a failure here: stop the runs in progress now instead of waiting for them
+        # (their folders stay unfinished and are redone next time).
+        for process in (getattr(pool, "_processes", None) or {}).values():
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _ray_grid(options: RunOptions, tasks: list, running: dict, tick: Callable, finish: Callable,
@@ -594,22 +600,31 @@ def _ray_grid(options: RunOptions, tasks: list, running: dict, tick: Callable, f
         remote = ray.remote(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=0)(execute)
         pending = {remote.remote(task): run for run, task in tasks}
         root = Path(tasks[0][1].run_dir).parent
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                run = pending.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # a worker that died: ray.exceptions.* (not importable without ray)
-                    outcome = RunOutcome(run.folder, False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                finish(run, outcome)
-            # The cluster starts tasks when it has room; a run is running once its folder exists.
-            running.clear()
-            running.update({run.folder: run for run in pending.values() if (root / run.folder).exists()})
-            tick()
+        try:
+            _ray_wait(ray, pending, root, running, tick, finish)
+        except BaseException:
+            for ref in pending:  # the cluster would otherwise train them for nobody
+                ray.cancel(ref, force=True)
+            raise
     finally:
         if owned:
             ray.shutdown()
+
+
+def _ray_wait(ray: Any, pending: dict, root: Path, running: dict, tick: Callable, finish: Callable) -> None:
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in ready:
+            run = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as exc:  # a worker that died: ray.exceptions.* (not importable without ray)
+                outcome = RunOutcome(run.folder, False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            finish(run, outcome)
+        # The cluster starts tasks when it has room; a run is running once its folder exists.
+        running.clear()
+        running.update({run.folder: run for run in pending.values() if (root / run.folder).exists()})
+        tick()
 
 
 def iter_finished(workspace: Path, plan: Plan) -> Iterator[tuple[PlannedRun, Path]]:
