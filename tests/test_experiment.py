@@ -296,6 +296,32 @@ def test_report_cli_formats_plots_and_unfinished_runs(capsys: pytest.CaptureFixt
     assert code == 0 and "no baseline 'denoiser=dcf'" in out
 
 
+def test_plots_per_axis_and_noise_detection(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    plan = expand(load_spec(write_spec(tmp_path, BASE + """
+        [[methods]]
+        name = "BPR"
+        denoiser = "none"
+        [[methods]]
+        name = "T-CE"
+        denoiser = "tce"
+        [methods.grid]
+        drop_rate = [0.1, 0.2]
+        [[methods]]
+        name = "RGCF"
+        denoiser = "none"
+        backbones = ["rgcf"]
+        column = "lightgcn"
+    """)))
+    root = runs_root(ws, plan.spec.name)
+    for run in plan.runs:
+        finish_run(root, run.folder, run.config, {}, {"precision": 0.5, "recall": 0.25, "f1": 0.3, "dropped_positives": 4})
+    written = rep.plot(rep.collect(ws, plan), tmp_path / "figs")
+    # RGCF is drawn in LightGCN's figures (its column), as a reference line beside T-CE's curve
+    assert sorted(p.name for p in written) == ["drop_rate-toy-lightgcn-bpr.png", "noise-detection-toy-lightgcn-bpr.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
 def test_run_state_done_partial_todo(tmp_path: Path) -> None:
     plan, ws, _ = fixed_report(tmp_path)
     root = runs_root(ws, plan.spec.name)

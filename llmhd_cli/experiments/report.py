@@ -364,7 +364,8 @@ def plot(results: Results, folder: Path) -> list[Path]:
     written: list[Path] = []
     blocks: dict[tuple[str, str, str], list[CellResult]] = {}
     for c in results.cells:
-        blocks.setdefault((c.cell.base_dataset, c.cell.backbone, c.cell.objective), []).append(c)
+        # By column, not backbone: a method shown under another backbone (RGCF under LightGCN) is drawn there too.
+        blocks.setdefault((c.cell.base_dataset, c.cell.column, c.cell.objective), []).append(c)
     for axis in results.plan.axes():
         for (base, backbone, objective), cells in blocks.items():
             varying = [c for c in cells if axis in c.cell.axes]
