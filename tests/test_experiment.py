@@ -81,6 +81,7 @@ BASE = """
     ("[grid]\n'prepare.noise_source' = ['loud']\n[[methods]]\ndenoiser = 'none'\n", ["[grid]", "noise_source", "'loud'"]),
     ("[[methods]]\ndenoiser = 'none'\nbackbone_params = { n_layer = 3 }\n", ["backbone_params", "n_layer"]),
     ("[report]\nbaseline = 'denoiser='\n[[methods]]\ndenoiser = 'none'\n", ["[report]", "'baseline'"]),
+    ("[[methods]]\ndenoiser = 'none'\ncolumn = 'lightgnc'\n", ["'column'", "unknown backbone 'lightgnc'"]),
     ("", ["'methods'"]),
 ])
 def test_a_bad_spec_is_one_line_naming_file_and_key(capsys: pytest.CaptureFixture, tmp_path: Path, body: str,
@@ -403,6 +404,21 @@ def test_resume_skips_finished_runs_and_redoes_the_interrupted_one(capsys: pytes
     assert code == 0 and "0 trained, 4 already done" in out
     code, out, err = run_cli(capsys, tiny_workspace, "experiment", "report", str(spec), "--format", "json")
     assert code == 0 and {r["method"] for r in json.loads(out)} == {"BPR", "T-CE"}
+
+
+@pytest.mark.slow
+def test_local_worker_processes_train_with_their_share_of_threads(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                                   tiny_workspace: Path) -> None:
+    spec = write_spec(tmp_path, TINY_SPEC.replace("seeds = [1, 2]", "seeds = [5]"), "workers.toml")
+    plan = expand(load_spec(spec))
+    code, out, err = run_cli(capsys, tiny_workspace, "experiment", "run", str(spec), "--workers", "2")
+    assert code == 0, err
+    assert "2 trained, 0 already done, 0 failed" in out
+    workers = re.findall(r"^done \S+ \(\S+ on [^:]+:(\d+)\)", out, flags=re.M)
+    assert len(workers) == 2 and str(os.getpid()) not in workers, out  # spawned processes trained them
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for run in plan.runs:
+        assert runs.read_run(runs_root(tiny_workspace, plan.spec.name) / run.folder).config["threads"] == share
 
 
 # --------------------------------------------------------------------------- Ray

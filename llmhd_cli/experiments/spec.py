@@ -291,6 +291,7 @@ def _method(table: dict[str, Any], where: str, number: int) -> MethodSpec:
     column = table.get("column")
     if column is not None:
         check_value(column, str, label, "column")
+        _check_registered("backbone", [column], label, "column")
     train = _train_table(table.get("train", {}), f"{label} train")
     return MethodSpec(name=name, denoiser=denoiser, params=tables["params"], backbone_params=tables["backbone_params"],
                       train=train, backbones=backbones, objectives=objectives, column=column,
