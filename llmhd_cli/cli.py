@@ -986,11 +986,12 @@ def experiment_run(state: State, spec_path: Path, workers: int, threads: int | N
     options.check()
     runner.check_base_datasets(state.workspace, plan)
     notify = lambda m: console.print(m, style="yellow", highlight=False)  # noqa: E731
-    runner.prepare_datasets(state.workspace, plan, notify)
-    if not no_summarize:
-        runner.summarize_missing(state.workspace, plan, notify)
-    with _GridProgress() as progress:
-        result = runner.run_grid(state.workspace, plan, options, progress)
+    with runner.ray_session(ray_address):  # an unreachable cluster fails before anything is written
+        runner.prepare_datasets(state.workspace, plan, notify)
+        if not no_summarize:
+            runner.summarize_missing(state.workspace, plan, notify)
+        with _GridProgress() as progress:
+            result = runner.run_grid(state.workspace, plan, options, progress)
     status = result.status
     console.print(f"experiment {plan.spec.name}: {status.done} trained, {status.skipped} already done, "
                   f"{status.failed} failed; runs in {runner.runs_root(state.workspace, plan.spec.name)}", highlight=False)

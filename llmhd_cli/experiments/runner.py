@@ -27,6 +27,7 @@ import shutil
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -582,19 +583,42 @@ def _process_grid(workers: int, threads: int, tasks: list, running: dict, tick: 
     pool.shutdown(wait=True)
 
 
-def _ray_grid(options: RunOptions, tasks: list, running: dict, tick: Callable, finish: Callable,
-              status: GridStatus) -> None:
-    """Submit every task to the cluster, which starts them as it has room."""
+def connect_ray(address: str) -> None:
+    """Join the Ray cluster at ``address`` (``ray.init``); a one-line error when it cannot."""
     try:
         import ray
     except ImportError:
         raise LLMHDError("--ray: the ray package is not installed (pip install 'llmhd[ray]')") from None
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise LLMHDError(f"--ray {address}: cannot connect to the Ray cluster ({str(exc).splitlines()[0]})") from None
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Connected to the cluster for the block (nothing without an address): connect before
+    preparing anything, so an unreachable cluster fails before anything is written."""
+    if address is None:
+        yield
+        return
+    import ray
+
+    connect_ray(address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _ray_grid(options: RunOptions, tasks: list, running: dict, tick: Callable, finish: Callable,
+              status: GridStatus) -> None:
+    """Submit every task to the cluster, which starts them as it has room."""
+    import ray
+
     owned = not ray.is_initialized()
     if owned:
-        try:
-            ray.init(address=options.ray, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise LLMHDError(f"--ray {options.ray}: cannot connect to the Ray cluster ({str(exc).splitlines()[0]})") from None
+        connect_ray(options.ray)
     try:
         status.parallel = max(1, int(ray.cluster_resources().get("CPU", 1) // options.cpus_per_run))
         remote = ray.remote(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=0)(execute)
