@@ -428,7 +428,8 @@ OPTIONS = [
     Option("pruning", str, None, "llmhd: variance (VS) or random (RS); default from --variant", choices=("variance", "random")),
     Option("history", int, 5, "llmhd: epochs of score history for the variance (m)"),
     Option("eps_gamma", int, 5, "llmhd: flags before a false positive/negative updates the user's profile (PU)"),
-    Option("hard_rule", str, "paper", "llmhd: hard-sample rule: paper, literal (Eq. 15 as printed), agreement",
+    Option("hard_rule", str, "agreement", "llmhd: hard-sample rule: agreement (keep a candidate the LLM confirms; measured best, "
+           "docs/llmhd.md), paper (the text: keep what the LLM doubts), literal (Eq. 15 as printed)",
            choices=HARD_RULES),
     Option("eps_pos_max", float, 8.0, "llmhd: pointwise positive threshold start (falls to --eps-pos-min)"),
     Option("eps_pos_min", float, 6.0, "llmhd: pointwise positive threshold floor"),
