@@ -11,31 +11,23 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from scipy import stats
 
 from llmhd_cli import plugins, runs
 from llmhd_cli.evaluation import METRICS, UserMetrics, evaluate_runs, full_rank_metrics
 from llmhd_cli.llm.base import Provider
 from cli_helpers import assert_user_error, call_main, run_cli, table_row, write_ml100k_cut
+from ranking_helpers import FixedScores
+from ranking_helpers import csr as rows_csr
 
 N_USERS = 60
 USERS = np.arange(1, N_USERS + 1, dtype=np.int64)
 SPLIT = "split-a"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test reads the developer's ~/.config/llmhd/config.toml."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
-        mp.delenv("LLMHD_WORKSPACE", raising=False)
-        yield
 
 
 def base_config(**changes: Any) -> dict[str, Any]:
@@ -78,24 +70,11 @@ def by_denoiser(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- per-user metrics
 
 
-class _FixedScores(torch.nn.Module):
-    USER_ID = "user_id"
-
-    def __init__(self, scores: list[list[float]]) -> None:
-        super().__init__()
-        self.scores = torch.nn.Parameter(torch.tensor(scores, dtype=torch.float32), requires_grad=False)
-
-    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
-        return self.scores[interaction[self.USER_ID]].flatten()
-
-
 def test_per_user_vectors_hand_computed(tmp_path: Path) -> None:
     def csr(rows: dict[int, list[int]]) -> sp.csr_matrix:
-        pairs = [(u, i) for u, items in rows.items() for i in items]
-        users, items = [u for u, _ in pairs], [i for _, i in pairs]
-        return sp.csr_matrix((np.ones(len(pairs)), (users, items)), shape=(5, 5))
+        return rows_csr(rows, (5, 5))
 
-    model = _FixedScores([[0] * 5, [0, 4, 3, 2, 1], [0, 1, 2, 3, 4], [0] * 5, [0, 4, 3, 2, 1]])
+    model = FixedScores([[0] * 5, [0, 4, 3, 2, 1], [0, 1, 2, 3, 4], [0] * 5, [0, 4, 3, 2, 1]])
     truth = csr({1: [1, 3, 4], 2: [1], 4: [2]})  # user 3 has no test items: skipped
     got = full_rank_metrics(model, truth, [csr({})], ks=(2,), per_user=True, batch_users=2)
     np.testing.assert_array_equal(got.users, [1, 2, 4])

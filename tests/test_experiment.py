@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,15 +35,6 @@ from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 
 N_USERS = 60
 USERS = np.arange(1, N_USERS + 1, dtype=np.int64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test reads the developer's ~/.config/llmhd/config.toml."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
-        mp.delenv("LLMHD_WORKSPACE", raising=False)
-        yield
 
 
 def write_spec(folder: Path, text: str, name: str = "exp.toml") -> Path:

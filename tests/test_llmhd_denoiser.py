@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,19 +130,8 @@ def check_log_matches_trace(run_dir: Path, recorder: Recorder, n_train: int) -> 
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No developer config, provider or cache settings leak in: the default provider is embed."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
-        for name in ("LLMHD_WORKSPACE", "LLMHD_PROVIDER", "LLMHD_MODEL", "LLMHD_BASE_URL", "LLMHD_LLM_CACHE",
-                     "LLMHD_MAX_COST", "LLMHD_CONCURRENCY"):
-            mp.delenv(name, raising=False)
-        yield
-
-
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, isolated_env: None) -> Path:
+def workspace(tmp_path_factory: pytest.TempPathFactory, isolated_user_config: None) -> Path:
     """The small dataset, prepared and summarized (embed), plus ``bare``: the same data, no profiles."""
     source = write_ml100k_cut(tmp_path_factory.mktemp("source"), DATASET, N_USERS, with_items=True)
     ws = tmp_path_factory.mktemp("ws")

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,16 +29,6 @@ from llmhd_cli.prepare import PrepareOptions, prepare_dataset
 from llmhd_plugins.providers_oracle import UNRATED_SCORE, OracleProvider, RatingTable, rating_to_score
 
 N_USERS = 200
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
-        for name in ("LLMHD_WORKSPACE", "LLMHD_PROVIDER", "LLMHD_MODEL", "LLMHD_BASE_URL", "LLMHD_LLM_CACHE",
-                     "LLMHD_MAX_COST", "LLMHD_CONCURRENCY"):
-            mp.delenv(name, raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from llmhd_plugins.rgcf import (BipartiteGraph, edge_dot, epoch_diagnostics, graph_matmul, noise_auc,
                                 pruned_edge_noise, row_normalised, summed_cross_entropy)
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
+from ranking_helpers import popularity_recall_at_10
 
 DATASET = "small"
 BATCH = 2048
@@ -57,30 +58,7 @@ def rgcf_model(data: Any) -> torch.nn.Module:
     return build_model(data, plugins.registry("backbone").get("rgcf", "--backbone"))
 
 
-def popularity_recall_at_10(data: Any) -> float:
-    """Test Recall@10 of ranking items by training count, with training/validation items and
-    the padding id masked (computed here, not by llmhd's evaluation)."""
-    counts = np.asarray(data.train_csr.sum(axis=0)).ravel().astype(float)
-    seen = (data.train_csr + data.valid_csr).tocsr()
-    recalls = []
-    for user in np.flatnonzero(np.diff(data.test_csr.indptr)):
-        scores = counts.copy()
-        scores[0] = scores[seen[user].indices] = -np.inf
-        top = set(np.argsort(-scores, kind="stable")[:10].tolist())
-        truth = set(data.test_csr[user].indices.tolist())
-        recalls.append(len(truth & top) / len(truth))
-    return float(np.mean(recalls))
-
-
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
-        mp.delenv("LLMHD_WORKSPACE", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +30,7 @@ from llmhd_cli.evaluation import full_rank_metrics
 from llmhd_cli.objectives import LossSeam, per_sample_losses
 from llmhd_cli.training import NegativeSampler, TrainConfig, load_run_model, pairs_per_batch, train
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
+from ranking_helpers import FixedScores, csr, popularity_recall_at_10
 
 DATASET = "small"
 N_USERS = 150
@@ -57,21 +57,6 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 # Settings under which every backbone learns in a few epochs on the small dataset (12 BPR
 # batches per epoch); see test_backbone_learns_beyond_popularity.
 LEARN = ("--batch-size", "512", "--lr", "0.01", "--early-stop", "0")
-
-
-def popularity_recall_at_10(split: Any) -> float:
-    """Test Recall@10 of ranking items by their training count, masked as llmhd masks (training
-    and validation items, the padding id 0), computed here rather than by llmhd's evaluation."""
-    counts = np.asarray(split.train_csr.sum(axis=0)).ravel().astype(float)
-    seen = (split.train_csr + split.valid_csr).tocsr()
-    recalls = []
-    for user in np.flatnonzero(np.diff(split.test_csr.indptr)):
-        scores = counts.copy()
-        scores[0] = scores[seen[user].indices] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:10]
-        truth = set(split.test_csr[user].indices.tolist())
-        recalls.append(len(truth & set(top.tolist())) / len(truth))
-    return float(np.mean(recalls))
 
 
 def training_pair_scores(run_dir: Path, workspace: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -134,15 +119,6 @@ def recorded_train(workspace: Path, run_dir: Path, **settings: Any) -> tuple[Rec
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test reads the developer's ~/.config/llmhd/config.toml (default_dataset, [train] ...)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
-        mp.delenv("LLMHD_WORKSPACE", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -834,24 +810,6 @@ def test_loss_seam_averages_weighted_losses_over_kept_samples() -> None:
     assert pos.grad[1] == 0 and pos.grad[3] == 0 and pos.grad[0] != 0
 
 
-class FixedScores(torch.nn.Module):
-    """A recommender with a fixed user x item score matrix (the interface full ranking uses)."""
-
-    USER_ID = "user_id"
-
-    def __init__(self, scores: list[list[float]]) -> None:
-        super().__init__()
-        self.scores = torch.nn.Parameter(torch.tensor(scores, dtype=torch.float32), requires_grad=False)
-
-    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
-        return self.scores[interaction[self.USER_ID]].flatten()
-
-
-def _csr(rows: dict[int, list[int]], shape: tuple[int, int]) -> sp.csr_matrix:
-    pairs = [(u, i) for u, items in rows.items() for i in items]
-    return sp.csr_matrix((np.ones(len(pairs)), ([u for u, _ in pairs], [i for _, i in pairs])), shape=shape)
-
-
 def test_full_rank_metrics_hand_computed() -> None:
     shape = (4, 6)  # users 1..3 and items 1..5; id 0 is RecBole's padding
     model = FixedScores([
@@ -860,8 +818,8 @@ def test_full_rank_metrics_hand_computed() -> None:
         [0, 5, 4, 3, 2, 1],   # user 2
         [0, 1, 1, 1, 1, 1],   # user 3: nothing in the test split, so skipped
     ])
-    truth = _csr({1: [2, 4], 2: [5]}, shape)
-    train = _csr({1: [1], 2: [1]}, shape)
+    truth = csr({1: [2, 4], 2: [5]}, shape)
+    train = csr({1: [1], 2: [1]}, shape)
     # user 1 ranks 2, 3, 4, 5 (1 masked): hits at ranks 1 and 3 of 2 relevant
     # user 2 ranks 2, 3, 4, 5 (1 masked): its item 5 is 4th
     got = full_rank_metrics(model, truth, [train], ks=(1, 3))
@@ -873,7 +831,7 @@ def test_full_rank_metrics_hand_computed() -> None:
         "ndcg@3": (ndcg3_u1 + 0) / 2,
     })
     # a second mask (valid, for test scoring) removes item 2 from user 2's ranking: 5 moves to rank 3
-    valid = _csr({2: [2]}, shape)
+    valid = csr({2: [2]}, shape)
     got = full_rank_metrics(model, truth, [train, valid], ks=(3,))
     assert got["recall@3"] == pytest.approx((1 + 1) / 2)
     assert got["ndcg@3"] == pytest.approx((ndcg3_u1 + 1 / math.log2(4)) / 2)

@@ -1,0 +1,18 @@
+"""Every test runs without the developer's own llmhd settings: no user config, and no LLMHD_*
+environment variable (workspace, provider, model, cache dir, budget ...) leaks into a test."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMHD_CONFIG", str(tmp_path_factory.mktemp("cfg") / "absent.toml"))
+        for name in [k for k in os.environ if k.startswith("LLMHD_") and k != "LLMHD_CONFIG"]:
+            mp.delenv(name)
+        yield
