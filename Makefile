@@ -1,15 +1,17 @@
 # Set-up on a fresh machine is part of each target: the virtual environment is created and
-# filled on first use (torch is pinned to the CPU wheel in pyproject.toml).
+# filled on first use, every install under constraints.txt (torch pinned to the 2.13.0 CPU wheel).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The set-up's pins (torch's CPU wheel): the package itself declares only ranges.
+PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
 .PHONY: demo test test-fast bench clean
 
-$(VENV)/.core: pyproject.toml
+$(VENV)/.core: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
 # The server extra builds llama.cpp from source (about 8 minutes on 2 cores, once per machine).
@@ -17,7 +19,7 @@ $(VENV)/.core: pyproject.toml
 # advertise but refuse (the server dies with SIGILL on its first completion).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(VENV)/.server: $(VENV)/.core
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e '.[test,server]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP_INSTALL) -e '.[test,server]'
 	touch $@
 
 ## demo: the main job end to end on the embedded defaults (ml-100k, offline provider)
