@@ -4,7 +4,7 @@ On the paper's Amazon-books split (RLMRec files, 5% injected noise), LightGCN wi
 batch 1024, lr 0.005, Adam, one device, N epochs each, in one process:
 
 - plain: `llmhd_cli.training.train` with denoiser none;
-- dry run: `llmhd_cli.cost_training.dry_run` (the same `train` with the llmhd denoiser and a
+- dry run: `llmhd_plugins.llmhd.dry_run.dry_run` (the same `train` with the llmhd denoiser and a
   dry judge: LD, score history, VS and PU active, every unique prompt rendered and recorded),
   then the token counting of its T_score / T_fp / T_fn prompts (`rows_for_requests`), i.e.
   everything ``llmhd cost --eps-v 0.5`` adds to a T_sum-only estimate.
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from llmhd_cli.cost_training import TASKS, dry_run, dry_run_config
+    from llmhd_plugins.llmhd.dry_run import TASKS, dry_run, dry_run_config
     from llmhd_cli.llm.estimate import EstimateContext, rows_for_requests
     from llmhd_cli.llm.pricing import load_prices
     from llmhd_cli.llm.prompts import template_set_for

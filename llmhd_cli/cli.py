@@ -629,14 +629,16 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
 
 
 def _dry_run_options(command):
-    """The training dry run's flags: its epochs and run, and the llmhd options that change its prompts."""
+    """The training dry run's flags: its epochs and run, and the options of its denoiser that change its prompts."""
     from llmhd_cli import plugins
-    from llmhd_cli.cost_training import DEFAULT_EPOCHS, DENOISER, DRY_RUN_OPTIONS
+    from llmhd_cli.llm.estimate import training_estimator
 
+    estimator = training_estimator()  # a registered dry run of training (the llmhd plugin's)
+    default_epochs = estimator.default_epochs if estimator is not None else None
     options = [
         click.option("--train", "with_training", is_flag=True, help="Add the training rows (T_score, T_fp, T_fn) "
                      "from a dry run with default settings; any flag below does too."),
-        click.option("--epochs", type=int, default=None, help=f"Training dry run: epochs [default: {DEFAULT_EPOCHS}]."),
+        click.option("--epochs", type=int, default=None, help=f"Training dry run: epochs [default: {default_epochs}]."),
         click.option("--backbone", default=None, help="Training dry run: backbone [default: config [train], else lightgcn]."),
         click.option("--objective", default=None, help="Training dry run: bpr or bce [default: config [train], else bpr]."),
         click.option("--batch-size", type=int, default=None, help="Training dry run: batch size [default: config [train], else 1024]."),
@@ -646,8 +648,8 @@ def _dry_run_options(command):
                      help="Training dry run: keep its run directory here [default: a temporary folder, removed after]."),
         click.option("--structured", is_flag=True, help="Training dry run: render structured (JSON schema) score requests."),
     ]
-    spec = plugins.registry("denoiser").items.get(DENOISER)
-    for name in DRY_RUN_OPTIONS if spec is not None else ():
+    spec = plugins.registry("denoiser").items.get(estimator.denoiser) if estimator is not None else None
+    for name in estimator.options if spec is not None else ():
         option = next(o for o in spec.options if o.name == name)
         # Plain types, choices checked by the denoiser: a bad value is one line, exit 2.
         kind = str if option.choices else option.type
@@ -753,16 +755,17 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     name = dataset if dataset is not None else default_dataset()
     prompts = prompts_dir_setting(prompts_dir)
     options: dict = {"items": items, "max_items": max_items}
-    progress = report = None
+    progress = None
     if training:
-        from llmhd_cli import cost_training
-
-        config = cost_training.dry_run_config(name, settings.provider, settings.model, prompts, epochs, overrides,
-                                              {**llmhd, "structured": structured or None}, settings.base_url)
+        estimator = est.training_estimator()
+        if estimator is None:
+            raise LLMHDError("cost: the training flags need a plugin that dry-runs training (none is loaded)")
+        config = estimator.train_config(name, settings.provider, settings.model, prompts, epochs, overrides,
+                                        {**llmhd, "structured": structured or None}, settings.base_url)
         if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
             raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
-        progress, report = _DryRunProgress(), cost_training.DryRunReport()
-        options.update(train=config, train_observer=progress, train_report=report, train_run_dir=run_dir)
+        progress = _DryRunProgress()
+        options.update(train=config, train_observer=progress, train_run_dir=run_dir)
     from llmhd_cli.prepare import ensure_prepared
 
     ensure_prepared(state.workspace, name, notify=lambda m: err_console.print(m, style="yellow", highlight=False))
@@ -792,16 +795,8 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
             cells.insert(0, TABLE4_NAMES.get(task, task))
         table.add_row(*cells)
     console.print(table)
-    if report is not None:
-        counts = report.counts
-        console.print(
-            f"note: the training rows are an ESTIMATE from a dry run: {report.epochs} epochs of {config.backbone} "
-            f"({config.objective}) with the llmhd denoiser, variant {config.denoiser_params.get('variant') or 'full'}, "
-            f"on {report.device} in {report.seconds:.0f}s. The LLM was never called, so every hard candidate was dropped "
-            f"as in LD ({counts.get('hard_candidates', 0):,} hard of {counts.get('candidates', 0):,} noise candidates) "
-            "and no profile changed; a real run's candidates depend on its own losses and the LLM's answers, "
-            "rewritten profiles add T_score prompts, and its epochs may differ (--epochs).", highlight=False)
-        console.print(f"note: training prompts use user profiles from {report.profiles_from}", highlight=False)
+    for detail in result.details:
+        console.print(f"note: {detail}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}")
 

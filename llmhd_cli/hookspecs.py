@@ -1,12 +1,19 @@
 """Hook specifications: the only way features enter llmhd.
 
-Built-in backbones, denoisers and dataset sources are registered through these same hooks
-(see the `llmhd_plugins` package), exactly as a third-party plugin registers its own through
-the `llmhd` setuptools entry-point group. Each hook receives a `register` callback; call it
+Built-in backbones, denoisers, dataset sources and cost estimators are registered through
+these same hooks (see the `llmhd_plugins` package), exactly as a third-party plugin registers
+its own through the `llmhd` setuptools entry-point group. Each hook receives a `register` callback; call it
 once per thing you provide.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
 import pluggy
+
+if TYPE_CHECKING:
+    from llmhd_cli.llm.estimate import CostEstimator
 
 hookspec = pluggy.HookspecMarker("llmhd")
 hookimpl = pluggy.HookimplMarker("llmhd")
@@ -62,4 +69,16 @@ def register_prompt_templates(register):
 
     Call ``register(template_set)`` with an `llmhd_cli.llm.prompts.TemplateSet` (a named set
     of TOML templates for one domain, e.g. a folder of ``*.toml`` files).
+    """
+
+
+@hookspec
+def register_cost_estimators(register: Callable[[CostEstimator], None]) -> None:
+    """Register cost estimators: rows that ``llmhd cost`` adds to an estimate.
+
+    Call ``register(estimator)`` with an `llmhd_cli.llm.estimate.CostEstimator`: a name, an
+    ``applies(ctx)`` test (does it add rows for this estimate, e.g. a training configuration
+    with its denoiser) and ``rows(ctx)`` returning `EstimateRow`s for the prompts it would send.
+    An estimator that dry-runs training also names its denoiser, the denoiser options that
+    change its prompts (``llmhd cost`` offers them as flags) and how to build the run's config.
     """

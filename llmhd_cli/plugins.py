@@ -24,7 +24,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmhd_plugins.backbones",
     "llmhd_plugins.rgcf",
     "llmhd_plugins.denoisers",
-    "llmhd_plugins.llmhd_denoiser",
+    "llmhd_plugins.llmhd",
     "llmhd_plugins.dcf_denoiser",
     "llmhd_plugins.datasets",
     "llmhd_plugins.providers_openai",
@@ -114,13 +114,14 @@ def _collect(hook_name: str, kind: str) -> Registry:
 
 
 def registry(kind: str) -> Registry:
-    """The registry for ``kind``: backbone, denoiser, dataset, provider or prompt set."""
+    """The registry for ``kind``: backbone, denoiser, dataset, provider, prompt set or cost estimator."""
     hooks = {
         "backbone": "register_backbones",
         "denoiser": "register_denoisers",
         "dataset": "register_datasets",
         "provider": "register_providers",
         "prompt set": "register_prompt_templates",
+        "cost estimator": "register_cost_estimators",
     }
     if kind not in hooks:
         raise KeyError(kind)
@@ -128,7 +129,7 @@ def registry(kind: str) -> Registry:
 
 
 def all_registries() -> list[Registry]:
-    return [registry(k) for k in ("backbone", "denoiser", "dataset", "provider", "prompt set")]
+    return [registry(k) for k in ("backbone", "denoiser", "dataset", "provider", "prompt set", "cost estimator")]
 
 
 def add_commands(cli: Any) -> None:

@@ -130,7 +130,7 @@ def test_larger_eps_v_scores_at_least_as_many(workspace: Path, baseline: str, ca
 
 def test_stored_profiles_are_used_and_variant_ld_scores_nothing(workspace: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
-    from llmhd_cli.cost_training import DryRunReport, dry_run, dry_run_config
+    from llmhd_plugins.llmhd.dry_run import DryRunReport, dry_run, dry_run_config
     from llmhd_cli.datasets import open_dataset
 
     dataset = open_dataset(workspace, DATASET)

@@ -25,9 +25,9 @@ import torch
 
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 from llmhd_cli.denoising import SampleBatch, TrainContext
-from llmhd_cli.llm_judge import JudgeStats
-from llmhd_cli.score_history import ScoreHistory
-from llmhd_plugins.llmhd_denoiser import (OPTIONS, LLMHDDenoiser, falling, hard_pairwise, hard_pointwise, ld_rate,
+from llmhd_plugins.llmhd.judge import JudgeStats
+from llmhd_plugins.llmhd.score_history import ScoreHistory
+from llmhd_plugins.llmhd.denoiser import (OPTIONS, LLMHDDenoiser, falling, hard_pairwise, hard_pointwise, ld_rate,
                                           rising, top_fraction)
 
 DATASET = "small"

@@ -24,7 +24,7 @@ from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import Provider
 from llmhd_cli.llm.client import LLMClient
 from llmhd_cli.llm.prompts import template_set_for
-from llmhd_cli.llm_judge import LLMJudge, check_judge_accuracy
+from llmhd_plugins.llmhd.judge import LLMJudge, check_judge_accuracy
 from llmhd_cli.prepare import PrepareOptions, prepare_dataset
 from llmhd_plugins.providers_oracle import UNRATED_SCORE, OracleProvider, RatingTable, rating_to_score
 

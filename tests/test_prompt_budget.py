@@ -214,7 +214,7 @@ def test_the_judge_renders_its_prompts_to_the_same_budget(workspace, monkeypatch
     from llmhd_cli import plugins
     from llmhd_cli.denoising import TrainContext
     from llmhd_cli.training import denoiser_options
-    from llmhd_plugins.llmhd_denoiser import build_judge
+    from llmhd_plugins.llmhd.denoiser import build_judge
 
     monkeypatch.setenv("LLMHD_CONTEXT_WINDOW", "2048")
     spec = plugins.registry("denoiser").get("llmhd", "--denoiser")

@@ -13,14 +13,7 @@ import pytest
 from llmhd_cli import plugins
 from llmhd_cli.datasets import DatasetInfo, open_dataset
 from llmhd_cli.llm.base import LLMResponse, Provider
-from llmhd_cli.llm.estimate import (
-    _ESTIMATORS,
-    EstimateRow,
-    dataset_spending,
-    estimate,
-    expected_output_tokens,
-    register_estimator,
-)
+from llmhd_cli.llm.estimate import CostEstimator, EstimateRow, dataset_spending, estimate, expected_output_tokens
 from llmhd_cli.llm.profiles import ProfileStore
 from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
 from llmhd_cli.llm.settings import resolve_settings
@@ -219,13 +212,27 @@ def test_estimate_sees_the_cache_and_takes_more_rows(env, capsys):
     def training_rows(ctx):
         return [EstimateRow("books/score", "train", 7, 70, 7, 0.01, note="added by another step")]
 
-    register_estimator(training_rows)
+    # A plugin adds rows through the register_cost_estimators hook.
+    import types
+
+    from llmhd_cli.hookspecs import hookimpl
+
+    @hookimpl
+    def register_cost_estimators(register):
+        register(CostEstimator("another-step", "test rows", training_rows))
+
+    module = types.ModuleType("another-step")
+    module.register_cost_estimators = register_cost_estimators
+    plugins.load_plugins()
+    plugins.pm.register(module, "another-step")
+    plugins._registries.clear()
     try:
         result = estimate(env, "tiny", "openai", "gpt-4o-mini")
         assert [r.template for r in result.rows] == ["books/summarize", "books/score"]
         assert result.total.prompts == 12
     finally:
-        _ESTIMATORS.remove(training_rows)
+        plugins.pm.unregister(module)
+        plugins._registries.clear()
 
 
 def test_cost_accepts_the_models_summarize_accepts_with_a_base_url(env, capsys, monkeypatch):
@@ -258,7 +265,7 @@ def write_run(workspace: Path, name: str, dataset: str, epochs: list[dict], **pa
     ``denoiser.llm`` are the judge's counters (`JudgeStats`, as the llmhd denoiser logs them)."""
     import tomli_w
 
-    from llmhd_cli.llm_judge import JudgeStats
+    from llmhd_plugins.llmhd.judge import JudgeStats
 
     run = workspace / "runs" / name
     run.mkdir(parents=True)

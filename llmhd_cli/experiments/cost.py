@@ -1,14 +1,14 @@
 """``llmhd experiment cost``: the LLM cost of a whole grid before it runs.
 
-The per-run estimate is `llmhd cost`'s training dry run (llmhd_cli.cost_training: the real
+The per-run estimate is `llmhd cost`'s training dry run (the llmhd plugin's cost estimator: the real
 training loop with a judge that sends nothing and records every prompt it would send). A dry
 run trains for as long as the run, so it runs once per distinct *LLM-relevant setting*, not
 once per run: the run's config without its seed and without the llmhd options a dry run
 cannot see (the score thresholds and hard-sample rule, judge_accuracy: no score is known in a
 dry run). That estimate is multiplied by the runs it stands for. Seeds change which samples
 are candidates but hardly how many, so this is close; it shares every limit of the dry run
-itself (see cost_training's docstring). LD alone (``variant = "ld"``) scores nothing and
-costs nothing.
+itself (see llmhd_plugins.llmhd.dry_run's docstring). LD alone (``variant = "ld"``) scores
+nothing and costs nothing.
 
 T_sum (user profiles) is added once for each dataset `runner.summarize_missing` would
 summarize (no profiles yet), with that dataset's provider and model.
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from llmhd_cli.experiments.grid import Plan, PlannedRun
 
-# llmhd options that reach the prompts of a dry run (cost_training.DRY_RUN_OPTIONS) or choose its LLM.
+# llmhd options that reach the prompts of a dry run (the estimator's options) or choose its LLM.
 _LLM_CHOICE = ("provider", "model", "base_url", "prompts", "structured")
 
 
@@ -73,18 +73,21 @@ class GridCost:
 
 def llm_runs(plan: Plan) -> list[PlannedRun]:
     """The runs whose denoiser consults the LLM (llmhd with LLM scoring)."""
-    from llmhd_cli.cost_training import DENOISER
+    from llmhd_cli.llm.estimate import training_estimator
 
-    return [r for r in plan.runs if r.config["denoiser"] == DENOISER
+    estimator = training_estimator()
+    return [r for r in plan.runs if estimator is not None and r.config["denoiser"] == estimator.denoiser
             and (r.config.get("denoiser_params") or {}).get("variant") != "ld"]
 
 
 def setting_key(run: PlannedRun) -> str:
-    from llmhd_cli.cost_training import DRY_RUN_OPTIONS
+    from llmhd_cli.llm.estimate import training_estimator
 
+    estimator = training_estimator(run.config["denoiser"])
+    options = estimator.options if estimator is not None else ()
     config = {k: v for k, v in run.config.items() if k not in ("seed", "device", "threads")}
     params = run.config.get("denoiser_params") or {}
-    config["denoiser_params"] = {k: params.get(k) for k in (*DRY_RUN_OPTIONS, *_LLM_CHOICE)}
+    config["denoiser_params"] = {k: params.get(k) for k in (*options, *_LLM_CHOICE)}
     return json.dumps(config, sort_keys=True, default=str)
 
 
@@ -168,6 +171,7 @@ def grid_cost(workspace: Path, plan: Plan, epochs: int | None = None, threads: i
 
 
 def _dry_report() -> Any:
-    from llmhd_cli.cost_training import DryRunReport
+    """A holder the dry-run estimator fills with its report (``seconds`` is read here)."""
+    from types import SimpleNamespace
 
-    return DryRunReport()
+    return SimpleNamespace(seconds=0.0)

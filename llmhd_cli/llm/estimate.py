@@ -6,9 +6,10 @@ when available offline, else ceil(chars / 4) + 4 per message). Output tokens are
 expected answer length (see `expected_output_tokens`), capped by its ``max_tokens``. Money is
 tokens x the price table. Prompts already in the cache are counted but cost nothing.
 
-The table is built by *estimators*: functions from an `EstimateContext` to rows. The built-in
-one covers summarize (T_sum, and item_profile with ``--items``); training-side templates
-(T_score, T_FP, T_FN) add theirs with `register_estimator`.
+The table is built by *estimators*: functions from an `EstimateContext` to rows. The core's
+covers summarize (T_sum, and item_profile with ``--items``); plugins add theirs through the
+``register_cost_estimators`` hook as `CostEstimator`s, each saying whether it applies (the
+llmhd plugin's dry run of training adds T_score, T_FP, T_FN when a training config is given).
 
 Spent: the client's ledger (per template, provider, model over every run using a cache dir),
 and per dataset what its runs spent: summarize's rows, which `record_spending` appends to
@@ -67,6 +68,7 @@ class EstimateContext:
     prices: Any  # llmhd_cli.llm.pricing.PriceTable
     cache_dir: Path | None
     options: dict[str, Any] = field(default_factory=dict)  # command options (max_items, items, eps_v, ...)
+    details: list[str] = field(default_factory=list)  # estimators' lines on how their rows were made
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Estimate:
     priced: bool  # False when the price table has no entry (costs shown as 0)
     rows: list[EstimateRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # from the estimators (a dry run's), shown before notes
 
     @property
     def total(self) -> EstimateRow:
@@ -89,14 +92,47 @@ class Estimate:
 
 
 Estimator = Callable[[EstimateContext], list[EstimateRow]]
-_ESTIMATORS: list[Estimator] = []
 
 
-def register_estimator(estimator: Estimator) -> Estimator:
-    """Add rows to every estimate (usable as a decorator)."""
-    if estimator not in _ESTIMATORS:
-        _ESTIMATORS.append(estimator)
-    return estimator
+def _always(ctx: EstimateContext) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class CostEstimator:
+    """Rows a plugin adds to ``llmhd cost`` (registered with the ``register_cost_estimators`` hook).
+
+    ``rows(ctx)`` is called when ``applies(ctx)`` is true. A training dry run also sets
+    ``denoiser`` (the denoiser it trains: ``ctx.options['train']`` is a `TrainConfig` with it),
+    ``options`` (that denoiser's options that change its prompts; ``llmhd cost`` offers them as
+    flags), ``default_epochs`` and ``train_config(dataset, provider, model, prompts, epochs,
+    overrides, options, base_url) -> TrainConfig`` (checked; raises `LLMHDError`). It may append
+    lines to ``ctx.details`` on how its rows were made; ``llmhd cost`` prints them as notes.
+    """
+
+    name: str
+    description: str
+    rows: Estimator
+    applies: Callable[[EstimateContext], bool] = _always
+    denoiser: str | None = None
+    options: tuple[str, ...] = ()
+    default_epochs: int = 0
+    train_config: Callable[..., Any] | None = None
+
+
+def cost_estimators() -> list[CostEstimator]:
+    """The registered estimators, in the order their plugins were loaded."""
+    from llmhd_cli import plugins
+
+    return list(plugins.registry("cost estimator").items.values())
+
+
+def training_estimator(denoiser: str | None = None) -> CostEstimator | None:
+    """The registered estimator that dry-runs training (with ``denoiser``, when named), if any."""
+    for estimator in cost_estimators():
+        if estimator.train_config is not None and (denoiser is None or estimator.denoiser == denoiser):
+            return estimator
+    return None
 
 
 def expected_output_tokens(template: Template, provider: str = "", model: str = "") -> int:
@@ -147,7 +183,6 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
     return EstimateRow(template.name, step, len(requests), total_in, total_out, cost, cached, exact and bool(requests), note)
 
 
-@register_estimator
 def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
     """T_sum for every user (and item_profile for every item with ``items``), rendered as summarize does."""
     from llmhd_cli.llm.profiles import ProfileStore
@@ -192,8 +227,11 @@ def estimate(workspace: Path, dataset_name: str, provider: str, model: str | Non
     ctx = EstimateContext(workspace, dataset, tset, cls, model, prices, cache_dir, dict(options or {}))
     result = Estimate(dataset.name, cls.name, model, bool(cls.upper_bound), bool(cls.generative),
                       prices.get(cls.name, model) is not None)
-    for estimator in _ESTIMATORS:
-        result.rows.extend(estimator(ctx))
+    result.rows.extend(_summarize_rows(ctx))
+    for estimator in cost_estimators():
+        if estimator.applies(ctx):
+            result.rows.extend(estimator.rows(ctx))
+    result.details.extend(ctx.details)
     if not cls.generative:
         result.notes.append(f"'{cls.name}' runs locally: tokens are counted for comparison, nothing is paid")
     elif not result.priced:

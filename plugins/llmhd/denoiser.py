@@ -31,8 +31,8 @@ import torch
 from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
-from llmhd_cli.llm_judge import JudgeStats, LLMJudge, check_judge_accuracy
-from llmhd_cli.score_history import ScoreHistory
+from llmhd_plugins.llmhd.judge import JudgeStats, LLMJudge, check_judge_accuracy
+from llmhd_plugins.llmhd.score_history import ScoreHistory
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """The training rows of ``llmhd cost``: a dry run of training with the llmhd denoiser.
 
+Registered as the cost estimator ``llmhd-dry-run`` (`register_cost_estimators`): it applies
+when the estimate is given a training config with the llmhd denoiser (``options['train']``).
+
 The real training loop (`llmhd_cli.training.train`) runs for a few epochs (10 by default)
 with the llmhd denoiser built as ``llmhd train --denoiser llmhd`` builds it: LD, the score
 history, VS and PU all active. Only its judge is dry (`LLMJudge(dry=True)`): nothing is
@@ -24,12 +27,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
-from llmhd_cli.llm.estimate import EstimateContext, EstimateRow, register_estimator, rows_for_requests
+from llmhd_cli.hookspecs import hookimpl
+from llmhd_cli.llm.estimate import CostEstimator, EstimateContext, EstimateRow, rows_for_requests
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def dry_run_config(dataset: str, provider: str, model: str, prompts: str | None 
     from llmhd_cli.config import command_defaults
     from llmhd_cli.recbole_data import resolve_device
     from llmhd_cli.training import TrainConfig, denoiser_options
-    from llmhd_plugins.llmhd_denoiser import check_options
+    from llmhd_plugins.llmhd.denoiser import check_options
 
     base = dict(command_defaults("train"))
     params = dict(base.pop("denoiser_params", {}) or {}) if base.get("denoiser") == DENOISER else {}
@@ -112,7 +116,7 @@ def dry_run(workspace: Path, dataset: PreparedDataset, config: Any, run_dir: Pat
     from llmhd_cli.llm.profiles import ProfileStore
     from llmhd_cli.llm.prompts import template_set_for
     from llmhd_cli.training import train
-    from llmhd_plugins.llmhd_denoiser import build_dry_run
+    from llmhd_plugins.llmhd.denoiser import build_dry_run
 
     params = config.denoiser_params
     report = DryRunReport(epochs=config.epochs)
@@ -157,19 +161,23 @@ def _add_counts(counts: dict[str, int], line: str) -> None:
         counts[key] = counts.get(key, 0) + int(extra.get(key, 0) or 0)
 
 
-@register_estimator
-def training_rows(ctx: EstimateContext) -> list[EstimateRow]:
-    """T_score, T_fp, T_fn of a dry run, when the command asked for one (``options['train']``)."""
+def applies(ctx: EstimateContext) -> bool:
+    """A dry run is part of the estimate when the command gave a training config with llmhd."""
     config = ctx.options.get("train")
-    if config is None:
-        return []
+    return config is not None and config.denoiser == DENOISER
+
+
+def training_rows(ctx: EstimateContext) -> list[EstimateRow]:
+    """T_score, T_fp, T_fn of a dry run of ``options['train']``; its notes go to ``ctx.details``."""
+    config = ctx.options["train"]
     if config.dataset != ctx.dataset.name:
         raise LLMHDError(f"cost: the dry run's dataset '{config.dataset}' is not the estimate's '{ctx.dataset.name}'")
     report = dry_run(ctx.workspace, ctx.dataset, config, ctx.options.get("train_run_dir"),
                      ctx.options.get("train_observer"))
     holder = ctx.options.get("train_report")
-    if isinstance(holder, DryRunReport):  # the caller's object: shows the run's notes
+    if holder is not None:  # the caller's object (a DryRunReport or a namespace): the run's numbers
         holder.__dict__.update(report.__dict__)
+    ctx.details.extend(report_notes(config, report))
     step = f"train (dry run, {report.epochs} epochs)"
     o = config.denoiser_params
     notes = {
@@ -179,3 +187,34 @@ def training_rows(ctx: EstimateContext) -> list[EstimateRow]:
     }
     return [rows_for_requests(ctx, report.requests.get(task, []), ctx.template_set.get(task), step, notes[task])
             for task in TASKS]
+
+
+def report_notes(config: Any, report: DryRunReport) -> list[str]:
+    """The lines under ``llmhd cost``'s table: how the dry run ran and what it could not see."""
+    counts = report.counts
+    return [
+        f"the training rows are an ESTIMATE from a dry run: {report.epochs} epochs of {config.backbone} "
+        f"({config.objective}) with the llmhd denoiser, variant {config.denoiser_params.get('variant') or 'full'}, "
+        f"on {report.device} in {report.seconds:.0f}s. The LLM was never called, so every hard candidate was dropped "
+        f"as in LD ({counts.get('hard_candidates', 0):,} hard of {counts.get('candidates', 0):,} noise candidates) "
+        "and no profile changed; a real run's candidates depend on its own losses and the LLM's answers, "
+        "rewritten profiles add T_score prompts, and its epochs may differ (--epochs).",
+        f"training prompts use user profiles from {report.profiles_from}",
+    ]
+
+
+ESTIMATOR = CostEstimator(
+    name="llmhd-dry-run",
+    description="T_score, T_fp, T_fn of a short training dry run with the llmhd denoiser (nothing sent)",
+    rows=training_rows,
+    applies=applies,
+    denoiser=DENOISER,
+    options=DRY_RUN_OPTIONS,
+    default_epochs=DEFAULT_EPOCHS,
+    train_config=dry_run_config,
+)
+
+
+@hookimpl
+def register_cost_estimators(register: Callable[[CostEstimator], None]) -> None:
+    register(ESTIMATOR)
