@@ -152,6 +152,36 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
 # Settings llmhd itself gives RecBole (load_recbole_data) or owns as flags: not --set keys.
 _LLMHD_OWNED = {"data_path", "benchmark_filename", "load_col", "seed", "reproducibility", "show_progress",
                 "save_dataset", "save_dataloaders", "checkpoint_dir", "device"}
+# RecBole Trainer settings (recbole/trainer/trainer.py and its properties/overall.yaml) that
+# llmhd's own loop (training.py) never reads: as --set keys they would silently do nothing, so
+# they are refused, naming the llmhd flag that does the job, or why there is none.
+_TRAINER_SETTINGS: dict[str, str] = {
+    "epochs": "--epochs",
+    "train_batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "weight_decay": "--weight-decay",
+    "eval_step": "--eval-every",
+    "stopping_step": "--early-stop",
+    "valid_metric": "--valid-metric",
+    "gpu_id": "--device",
+    "use_gpu": "--device",
+    "learner": "llmhd always trains with Adam",
+    "clip_grad_norm": "llmhd does not clip gradients",
+    "neg_sampling": "llmhd samples one uniform negative per positive",
+    "train_neg_sample_args": "llmhd samples one uniform negative per positive",
+    "eval_neg_sample_args": "llmhd evaluates by full ranking",
+    "eval_args": "llmhd evaluates by full ranking on the prepared split",
+    "metrics": "llmhd reports Recall and NDCG (llmhd evaluate)",
+    "topk": "llmhd reports Recall and NDCG (llmhd evaluate)",
+    "valid_metric_bigger": "llmhd's metrics are all bigger-is-better",
+    "eval_batch_size": "llmhd's evaluation batches itself",
+    "enable_amp": "llmhd trains in full precision",
+    "enable_scaler": "llmhd trains in full precision",
+    "save_step": "llmhd saves the best epoch's checkpoint",
+    "loss_decimal_place": "llmhd logs full precision (log.jsonl)",
+    "metric_decimal_place": "llmhd logs full precision (log.jsonl)",
+}
+_OWNED_FLAGS = {"seed": "--seed", "device": "--device"}
 _CONFIG_KEY = re.compile(r"""config\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]""")
 
 
@@ -174,16 +204,21 @@ def backbone_settings(backbone: Backbone) -> list[str]:
         keys.update(_CONFIG_KEY.findall(inspect.getsource(inspect.getmodule(cls))))
     except (OSError, TypeError):  # no source (a compiled plugin): the yaml and defaults only
         pass
-    return sorted(keys - _LLMHD_OWNED)
+    return sorted(keys - _LLMHD_OWNED - set(_TRAINER_SETTINGS))
 
 
 def check_backbone_params(backbone: Backbone, params: dict[str, Any]) -> None:
     """Every ``--set`` / ``[backbone_params]`` key must be a setting the backbone reads; RecBole
-    itself accepts any key, so a typo (``n_layer=3``) would silently train the default."""
+    itself accepts any key, so a typo (``n_layer=3``) would silently train the default. RecBole
+    Trainer settings are refused even where a model's code mentions one: llmhd's loop ignores them."""
+    for key in sorted(set(params) & set(_TRAINER_SETTINGS)):
+        hint = _TRAINER_SETTINGS[key]
+        instead = f"use {hint} instead" if hint.startswith("--") else hint
+        raise LLMHDError(f"--set {key}: a RecBole trainer setting that llmhd's training loop does not read ({instead})")
     unknown = sorted(set(params) - set(backbone_settings(backbone)))
     if unknown:
         owned = [k for k in unknown if k in _LLMHD_OWNED]
-        hint = f" ('{owned[0]}' is set by llmhd; use its flag)" if owned else ""
+        hint = f" ('{owned[0]}' is set by llmhd; use {_OWNED_FLAGS.get(owned[0], 'its flag')})" if owned else ""
         raise LLMHDError(f"--set {unknown[0]}: not a setting of backbone '{backbone.name}'{hint} "
                          f"(known: {', '.join(backbone_settings(backbone))})")
 

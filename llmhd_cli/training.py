@@ -30,6 +30,11 @@ from llmhd_cli.recbole_data import RecBoleData, build_model, load_recbole_data, 
 
 log = logging.getLogger(__name__)
 
+
+class NonFiniteLoss(LLMHDError):
+    """The training loss became NaN or infinite (diverged); `train` names the run folder."""
+
+
 def pairs_per_batch(objective: str, batch_size: int) -> int:
     """Training pairs (positives) per mini-batch of ``batch_size`` samples.
 
@@ -150,17 +155,34 @@ class EpochLoop:
         # Gather the epoch's rows once and move them in one transfer each; batches are slices (views).
         users_e, items_e = self.users_t[order].to(device), self.items_t[order].to(device)
         neg_e, rows_e = negatives.to(device), order.to(device)
+        # One flag per batch, read once after the epoch: a per-batch check would sync a GPU every
+        # step. Once the loss is NaN the weights are too, so the epoch's rest changes nothing.
+        finite: list[torch.Tensor] = []
         for b in range(self.n_batches):
             batch = slice(b * bs, (b + 1) * bs)
             users, pos, neg = users_e[batch], items_e[batch], neg_e[batch]
             seam.set_batch(users, pos, neg, rows_e[batch], step, epoch)
             loss = backbone.batch_loss(model, self._interaction({uid: users, iid: pos, nid: neg}), seam, epoch, data.config)
+            finite.append(torch.isfinite(loss.detach()).all())  # all(): some models' losses have shape (1,)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             step += 1
             observer.batch_done()
+        self._check_finite(epoch, finite)
         return step, seam.denoiser.end_epoch(epoch, model)
+
+    def _check_finite(self, epoch: int, finite: list[torch.Tensor]) -> None:
+        """Stop on the first batch whose loss was NaN or infinite, as RecBole's trainer does."""
+        if not finite:
+            return
+        flags = torch.stack(finite).cpu()
+        if bool(flags.all()):
+            return
+        batch = int((~flags).nonzero()[0, 0])
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLoss(f"epoch {epoch}, batch {batch + 1} of {self.n_batches}: the training loss is NaN or "
+                            f"infinite (training diverged); lower --learning-rate (now {lr:g})")
 
 
 def denoiser_options(spec: DenoiserSpec, given: dict[str, Any]) -> dict[str, Any]:
@@ -291,6 +313,9 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
             if config.early_stop and stale >= config.early_stop:
                 observer.message(f"early stop: no {config.valid_metric} improvement in {stale} evaluations; best epoch {best_epoch}")
                 break
+    except NonFiniteLoss as exc:
+        # The folder stays as an interrupted run's does: earlier epochs' log and best checkpoint, no metrics.json.
+        raise NonFiniteLoss(f"{exc}; {run_dir} keeps the epochs before it, without metrics.json") from None
     finally:
         denoiser.close()
     if best_state is not None:

@@ -576,6 +576,16 @@ def test_train_bad_input(capsys: pytest.CaptureFixture, workspace: Path, tmp_pat
     assert_user_error(code, out, err, *words)
 
 
+def test_a_diverging_loss_stops_with_one_line_and_keeps_the_earlier_epochs(capsys: pytest.CaptureFixture, workspace: Path,
+                                                                          tmp_path: Path) -> None:
+    # lr 1e30 sends the weights to inf after the first step; RecBole's trainer would stop too.
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, workspace, *train_args(run_dir, "--epochs", "3", "--lr", "1e30"))
+    assert_user_error(code, out, err, "epoch 0, batch 2 of 3", "NaN or infinite", "lower --learning-rate (now 1e+30)",
+                      str(run_dir))
+    assert (run_dir / "config.toml").is_file() and not (run_dir / "metrics.json").exists()
+
+
 # A wrong type in a --config file: one line naming the file and the key, no run folder. Each
 # file is complete (epochs = 1) so that a check that lets the value through fails fast.
 BAD_CONFIG_TYPES = [
