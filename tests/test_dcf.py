@@ -166,9 +166,9 @@ def test_a_short_history_gets_a_wider_bound() -> None:
 
 
 def test_relabelling_grows_progressively_and_sticks() -> None:
-    """drop 0.4 reached at T = 10, a quarter of it relabelled: about T relabels at step T; once relabelled, always."""
+    """persist: drop 0.4 reached at T = 10, a quarter of it relabelled: about T relabels at step T; once relabelled, always."""
     n = 100
-    dcf = make(n, drop_rate=0.4, num_gradual=10, relabel_ratio=0.25, sigma2=0.0)
+    dcf = make(n, drop_rate=0.4, num_gradual=10, relabel_ratio=0.25, sigma2=0.0, relabel="persist")
     rng = np.random.default_rng(0)
     relabel_counts, seen_relabelled = [], torch.zeros(n, dtype=torch.bool)
     for step in range(12):
@@ -307,6 +307,15 @@ def test_bad_options(over: dict[str, Any], flag: str) -> None:
         _check(_defaults(**over))
 
 
+def test_defaults() -> None:
+    """bruno686/DCF main.py's values (docs/denoisers.md has the table), and the measured relabel mode."""
+    assert _defaults() == {
+        "dcf_drop_rate": 0.2, "dcf_num_gradual": 30000, "dcf_relabel_ratio": 0.05, "dcf_time_step": 3,
+        "dcf_sigma2": 1e-4, "dcf_variance": "fixed", "dcf_sigma_decay": 10, "dcf_relabel": "batch",
+    }
+    assert make(1).relabel_mode == "batch"  # the class's own default agrees with the option's
+
+
 def test_flags_are_unique_and_registered() -> None:
     from llmhd_cli import plugins
 
@@ -389,7 +398,7 @@ def test_dcf_learns_and_takes_out_injected_noise(random_noise: Path, tmp_path: P
 def test_train_with_dcf(workspace: Path, tmp_path: Path, objective: str) -> None:
     run_dir = tmp_path / "dcf"
     code = _train(workspace, run_dir, "--objective", objective, "--epochs", "3", "--dcf-num-gradual", "3",
-                  "--dcf-relabel-ratio", "0.25", "--dcf-variance", "empirical")
+                  "--dcf-relabel-ratio", "0.25", "--dcf-variance", "empirical", "--dcf-relabel", "persist")
     assert code == 0
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1, 2]
