@@ -261,7 +261,7 @@ def test_mf_trains_with_the_llmhd_denoiser(workspace: Path, capsys: pytest.Captu
     assert code == 0, err
     calls = sum(record["denoiser"]["llm"]["calls"] for record in log)
     cells = table_row(out, "train: score, update_fp, update_fn")
-    assert cells[1:4] == ["oracle (upper bound)", "(default)", f"{calls:,}"], out
+    assert cells[1:4] == ["oracle (upper bound)", "train", f"{calls:,}"], out  # runs record the resolved model
 
 
 def test_a_backbone_without_dot_product_scores_is_refused_by_llmhd(workspace: Path, tmp_path: Path,
