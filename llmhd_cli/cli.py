@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 from rich.console import Console
@@ -41,7 +42,55 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def _lazy_options(add: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """Mark a command for the flags ``add`` makes from plugins' registries (each denoiser's
+    options, say), added when the command is parsed or its help shown instead of at import:
+    building them loads every plugin (torch, RecBole), which ``llmhd --version`` must not."""
+
+    def mark(f: Callable) -> Callable:
+        f.__llmhd_lazy_options__ = [*getattr(f, "__llmhd_lazy_options__", []), add]  # type: ignore[attr-defined]
+        return f
+
+    return mark
+
+
+class _Command(click.Command):
+    """A command whose `_lazy_options` flags appear on first use, after its other flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = list(getattr(self.callback, "__llmhd_lazy_options__", []))
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if self._lazy:
+            holder: Any = lambda: None  # collects the options as click's decorators do on a function
+            for add in self._lazy:
+                holder = add(holder)
+            self._lazy = []
+            self.params.extend(reversed(getattr(holder, "__click_params__", [])))  # click's own order
+        return super().get_params(ctx)
+
+
+class _Group(click.Group):
+    """The ``llmhd`` group: plugins add their subcommands (register_commands) when a command is
+    looked up or listed, so ``--version`` (handled before) loads no plugin."""
+
+    command_class = _Command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from llmhd_cli import plugins
+
+        plugins.add_commands(self)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from llmhd_cli import plugins
+
+        plugins.add_commands(self)  # before the built-ins: a plugin's command may replace one, as before
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="llmhd")
 @click.option(
     "--workspace",
@@ -318,7 +367,7 @@ METRIC_KEYS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
               help="TOML file of train settings (the keys of a run's config.toml); flags override it.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=_writable_dir,
               help="Write the run here [default: <workspace>/runs/<time>-<names>].")
-@_denoiser_flag_options
+@_lazy_options(_denoiser_flag_options)
 @click.pass_context
 def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
     """Train a backbone with an objective and a denoiser; write a run directory."""
@@ -703,7 +752,7 @@ TABLE4_NAMES = {"summarize": "T_sum", "score": "T_score", "update_fp": "T_fp", "
 @_llm_options
 @click.option("--base-url", default=None, help="OpenAI-/Anthropic-compatible server URL the run would use "
               "(any model name it serves is accepted) [default: LLMHD_BASE_URL or config].")
-@_dry_run_options
+@_lazy_options(_dry_run_options)
 @pass_state
 def cost_command(state: State, spent: bool, dataset: str | None, provider: str | None, model: str | None,
                  cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool,
@@ -1101,9 +1150,7 @@ def experiment_cost(state: State, spec_path: Path, epochs: int | None, threads: 
 
 
 def _build() -> click.Group:
-    from llmhd_cli import plugins
-
-    plugins.add_commands(cli)
+    # Plugins' commands join when a command is looked up or listed (_Group), not here.
     return cli
 
 

@@ -4,12 +4,19 @@ Registries are filled lazily by calling each ``register_*`` hook once; every reg
 object is recorded with the plugin that provided it, which is what ``llmhd plugins`` shows.
 A registered backbone is checked against llmhd's contract then (`_CONTRACTS`): one that
 lacks something fails at once with an error naming the plugin, not in the middle of a run.
+
+Which entry-point plugins load: all installed, or those ``LLMHD_LOAD_PLUGINS`` names
+(comma-separated; empty: none), less those ``LLMHD_DISABLE_PLUGINS`` names. The built-ins
+always load: they are llmhd's own features. ``pm.register`` / ``pm.unregister`` (as tests
+do) drop the registries built so far, so the next use sees the change.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,21 +41,75 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmhd_plugins.prompt_sets",
 )
 
-pm = pluggy.PluginManager("llmhd")
-pm.add_hookspecs(hookspecs)
+ENTRY_POINT_GROUP = "llmhd"
+LOAD_ENV, DISABLE_ENV = "LLMHD_LOAD_PLUGINS", "LLMHD_DISABLE_PLUGINS"
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager; a plugin registered or unregistered drops the registries built from
+    the plugins before it (they are rebuilt, through the hooks, on next use)."""
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        _registries.clear()
+        _commands_added.clear()
+        return registered
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        _registries.clear()
+        _commands_added.clear()
+        return removed
+
+
+def new_manager() -> PluginManager:
+    manager = PluginManager("llmhd")
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+pm = new_manager()
 _loaded = False
 
 
-def load_plugins() -> pluggy.PluginManager:
-    """Register the built-in plugins and every installed `llmhd` entry point (once)."""
-    global _loaded
-    if _loaded:
-        return pm
-    _loaded = True
+def _env_names(variable: str) -> list[str] | None:
+    value = os.environ.get(variable)
+    return None if value is None else [n.strip() for n in value.split(",") if n.strip()]
+
+
+def blocked_entry_points(installed: set[str]) -> set[str]:
+    """The installed entry-point plugins that LLMHD_LOAD_PLUGINS / LLMHD_DISABLE_PLUGINS leave out.
+    A name that is not an installed plugin is an error (a typo would silently load everything)."""
+    load, disable = _env_names(LOAD_ENV), _env_names(DISABLE_ENV)
+    for variable, names in ((LOAD_ENV, load), (DISABLE_ENV, disable)):
+        for name in names or ():
+            if name in DEFAULT_PLUGINS:
+                raise LLMHDError(f"{variable}: '{name}' is built in and always loads; name installed plugins only")
+            if name not in installed:
+                known = ", ".join(sorted(installed)) or "none"
+                raise LLMHDError(f"{variable}: no installed plugin '{name}' (installed: {known})")
+    keep = installed if load is None else set(load)
+    return (installed - keep) | set(disable or ())
+
+
+def load_into(manager: pluggy.PluginManager) -> pluggy.PluginManager:
+    """Register the built-in plugins, then the selected `llmhd` entry points, into ``manager``."""
     for name in DEFAULT_PLUGINS:
-        module = importlib.import_module(name)
-        pm.register(module, name)
-    pm.load_setuptools_entrypoints("llmhd")
+        if not manager.has_plugin(name):
+            manager.register(importlib.import_module(name), name)
+    installed = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for name in blocked_entry_points(installed):
+        manager.set_blocked(name)  # pluggy's loader skips blocked names
+    manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    return manager
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register the built-in plugins and the selected installed `llmhd` entry points (once)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        load_into(pm)
     return pm
 
 
@@ -71,6 +132,7 @@ class Registry:
 
 
 _registries: dict[str, Registry] = {}
+_commands_added: set[int] = set()  # ids of the Click groups plugins' commands were added to
 
 
 def _backbone_problems(obj: Any) -> list[str]:
@@ -90,9 +152,10 @@ def _collect(hook_name: str, kind: str) -> Registry:
         return _registries[hook_name]
     load_plugins()
     registry = Registry(kind)
-    hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
-        owner = pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", "?")
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    providers = [i.plugin for i in impls if not (i.hookwrapper or i.wrapper)]  # wrappers wrap every call
+    for plugin in providers:
+        owner = pm.get_name(plugin) or getattr(plugin, "__name__", "?")
 
         def register(obj: Any, _owner: str = owner) -> None:
             name = getattr(obj, "name", "?")
@@ -108,7 +171,9 @@ def _collect(hook_name: str, kind: str) -> Registry:
             registry.items[name] = obj
             registry.owners[name] = _owner
 
-        impl.function(register=register)
+        # Through pluggy's hook calling (tracing, monitoring), one plugin at a time so that each
+        # registration is known to come from that plugin.
+        pm.subset_hook_caller(hook_name, remove_plugins=[p for p in providers if p is not plugin])(register=register)
     _registries[hook_name] = registry
     return registry
 
@@ -133,8 +198,11 @@ def all_registries() -> list[Registry]:
 
 
 def add_commands(cli: Any) -> None:
+    """Let plugins add their subcommands to ``cli`` (once per group and set of plugins)."""
     load_plugins()
-    pm.hook.register_commands(cli=cli)
+    if id(cli) not in _commands_added:
+        _commands_added.add(id(cli))
+        pm.hook.register_commands(cli=cli)
 
 
 def plugin_names() -> list[str]:

@@ -185,14 +185,12 @@ def registered(name: str, *backbones: Any) -> Iterator[None]:
 
     module = types.ModuleType(name)
     module.register_backbones = register_backbones
-    plugins.load_plugins()
-    plugins.pm.register(module, name)
-    plugins._registries.clear()
+    # Registering (and unregistering) drops the registries built so far: nothing else to reset.
+    plugins.load_plugins().register(module, name)
     try:
         yield
     finally:
         plugins.pm.unregister(name=name)
-        plugins._registries.clear()
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +282,96 @@ def test_a_backbone_without_dot_product_scores_is_refused_by_llmhd(workspace: Pa
         # Denoisers that need no embeddings train it as before.
         code, out, err = run_cli(capsys, workspace, *train, "--denoiser", "tce", "--run-dir", str(tmp_path / "tce"))
         assert code == 0, err
+
+
+def test_registries_are_built_through_pluggys_hook_calls() -> None:
+    """Hook monitoring (pluggy's tracing) sees every registry being built: no hook implementation
+    is called behind pluggy's back."""
+    from llmhd_cli import plugins
+
+    called: list[str] = []
+    undo = plugins.load_plugins().add_hookcall_monitoring(lambda name, impls, kwargs: called.append(name),
+                                                          lambda outcome, name, impls, kwargs: None)
+    try:
+        with registered("monitored-plugin", dataclasses.replace(_example_module().MF, name="mf-monitored")):
+            assert plugins.registry("backbone").owners["mf-monitored"] == "monitored-plugin"
+    finally:
+        undo()
+    assert "register_backbones" in called
+    assert "mf-monitored" not in plugins.registry("backbone").items  # gone with its plugin
+
+
+# ------------------------------------------------------------------ choosing the entry-point plugins
+
+
+@pytest.fixture
+def fake_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An installed distribution with an `llmhd` entry point 'fakeplug' (a dist-info folder on
+    sys.path, as pip leaves one), registering the denoiser 'fake'."""
+    (tmp_path / "llmhd_fakeplug.py").write_text(
+        "from llmhd_cli.denoising import DenoiserSpec\n"
+        "from llmhd_cli.hookspecs import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_denoisers(register):\n"
+        "    register(DenoiserSpec('fake', 'a test plugin', lambda options, context: None))\n")
+    info = tmp_path / "llmhd_fakeplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: llmhd-fakeplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[llmhd]\nfakeplug = llmhd_fakeplug\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("LLMHD_LOAD_PLUGINS", "LLMHD_DISABLE_PLUGINS"):
+        monkeypatch.delenv(name, raising=False)
+    return "fakeplug"
+
+
+def _loaded_names() -> set[str]:
+    from llmhd_cli import plugins
+
+    manager = plugins.load_into(plugins.new_manager())  # a manager of its own: the process's stays as it is
+    return {name for name, plugin in manager.list_name_plugin() if plugin is not None}
+
+
+@pytest.mark.parametrize("env,loaded", [
+    ({}, True),
+    ({"LLMHD_LOAD_PLUGINS": "fakeplug"}, True),
+    ({"LLMHD_LOAD_PLUGINS": " fakeplug ,"}, True),
+    ({"LLMHD_LOAD_PLUGINS": ""}, False),  # empty: no entry-point plugin
+    ({"LLMHD_DISABLE_PLUGINS": "fakeplug"}, False),
+    ({"LLMHD_LOAD_PLUGINS": "fakeplug", "LLMHD_DISABLE_PLUGINS": "fakeplug"}, False),
+])
+def test_environment_selects_the_entry_point_plugins(fake_installed: str, monkeypatch: pytest.MonkeyPatch,
+                                                     env: dict[str, str], loaded: bool) -> None:
+    from llmhd_cli import plugins
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    names = _loaded_names()
+    assert ("fakeplug" in names) is loaded
+    assert set(plugins.DEFAULT_PLUGINS) <= names  # the built-ins always load
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"LLMHD_LOAD_PLUGINS": "fakeplgu"}, ["LLMHD_LOAD_PLUGINS: no installed plugin 'fakeplgu'", "fakeplug"]),
+    ({"LLMHD_DISABLE_PLUGINS": "nope"}, ["LLMHD_DISABLE_PLUGINS: no installed plugin 'nope'"]),
+    ({"LLMHD_DISABLE_PLUGINS": "llmhd_plugins.backbones"}, ["'llmhd_plugins.backbones' is built in and always loads"]),
+])
+def test_a_plugin_name_that_is_not_installed_is_one_line(fake_installed: str, monkeypatch: pytest.MonkeyPatch,
+                                                         env: dict[str, str], words: list[str]) -> None:
+    from llmhd_cli.errors import LLMHDError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(LLMHDError) as error:
+        _loaded_names()
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_the_cli_reports_a_bad_plugin_selection(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMHD_")}
+    env.update(LLMHD_CONFIG=str(tmp_path / "absent.toml"), LLMHD_LOAD_PLUGINS="no-such-plugin")
+    result = subprocess.run([sys.executable, "-m", "llmhd_cli", "providers"], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: LLMHD_LOAD_PLUGINS: no installed plugin 'no-such-plugin'"), line

@@ -1,0 +1,88 @@
+"""Start-up cost: ``llmhd --version`` loads no plugin, torch or RecBole; ``--help`` loads the
+plugins (their subcommands are listed) but builds no registry, so RecBole stays unimported;
+commands' plugin-made flags (each denoiser's options) appear when the command is used.
+
+Each case runs in a fresh interpreter (what a user's shell starts), through a small driver
+that calls ``llmhd_cli.cli.main`` and then reports which heavy modules got imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs `main(argv)`, optionally after registering a plugin object that adds a command, then
+# prints the exit code and the heavy modules now in sys.modules as one JSON line on stderr.
+DRIVER = r"""
+import json, sys
+argv = json.loads(sys.argv[1])
+if sys.argv[2] == "with-command-plugin":
+    import types
+    import click
+    from llmhd_cli import plugins
+    from llmhd_cli.hookspecs import hookimpl
+
+    @hookimpl
+    def register_commands(cli):
+        @cli.command("hello-plugin")
+        def hello():
+            "Say hello (a plugin's command)."
+            click.echo("hello from a plugin")
+
+    module = types.ModuleType("command-plugin")
+    module.register_commands = register_commands
+    plugins.load_plugins().register(module, "command-plugin")
+from llmhd_cli.cli import main
+code = 0
+try:
+    main(argv)
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+heavy = sorted(m for m in ("torch", "recbole", "llmhd_plugins") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def drive(*argv: str, plugin: bool = False) -> tuple[int, list[str], str]:
+    """(exit code, heavy modules imported, stdout) of ``llmhd ARGV`` in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMHD_")}
+    env["LLMHD_CONFIG"] = "/nonexistent/llmhd-config.toml"
+    result = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(list(argv)),
+                             "with-command-plugin" if plugin else "plain"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    return report["code"], report["heavy"], result.stdout
+
+
+def test_version_imports_no_plugin_torch_or_recbole() -> None:
+    code, heavy, out = drive("--version")
+    assert code == 0 and out.strip() == "llmhd, version 0.1.0"
+    assert heavy == [], heavy
+
+
+def test_help_lists_plugin_commands_without_building_registries() -> None:
+    code, heavy, out = drive("--help", plugin=True)
+    assert code == 0, out
+    assert "hello-plugin" in out and "Say hello" in out and "train" in out
+    # Listing commands loads the plugins' modules, not RecBole (only the backbone registry needs it).
+    assert "recbole" not in heavy, heavy
+
+
+def test_a_plugin_command_runs() -> None:
+    code, heavy, out = drive("hello-plugin", plugin=True)
+    assert code == 0 and out.strip() == "hello from a plugin"
+
+
+@pytest.mark.parametrize("command,flags", [("train", ("--drop-rate", "--beta", "--eps-v")), ("cost", ("--eps-v",))])
+def test_plugin_made_flags_appear_with_the_command(command: str, flags: tuple[str, ...]) -> None:
+    code, heavy, out = drive(command, "--help")
+    assert code == 0, out
+    for flag in flags:
+        assert flag in out, (flag, out)
