@@ -1,7 +1,8 @@
 """``python -m llmhd_cli`` and the ``llmhd`` console script.
 
-Only the standard library is imported here, so a Ctrl-C during start-up (the CLI's imports of
-click, rich, torch and the plugins take seconds) is caught too: one line, exit code 130.
+Only the standard library is imported here, so a Ctrl-C during start-up (a command's imports of
+the plugins, torch and RecBole take seconds; ``--version`` loads none of them) is caught too:
+one line, exit code 130.
 """
 
 from __future__ import annotations
