@@ -19,13 +19,14 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from llmhd_cli.errors import LLMHDError
 
-TrainLoss = Callable[[torch.nn.Module, Any, "torch.nn.Module", int, Any], torch.Tensor]
+if TYPE_CHECKING:  # torch is imported where a model is used: plugins import this module at start-up
+    import torch
+
+TrainLoss = Callable[["torch.nn.Module", Any, "torch.nn.Module", int, Any], "torch.Tensor"]
 
 
 @dataclass
@@ -94,19 +95,21 @@ class Backbone:
                              "product of final user and item embeddings, and this backbone declares it does not "
                              "(dot_product_scores=False); use another backbone or denoiser")
 
-    @torch.no_grad()
     def embeddings(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user and item embedding tables in eval mode (the model's mode is restored)."""
+        import torch
+
         self.require_embeddings()
         was_training = model.training
         # nn.Module.train(False) is eval(); SGL's train() override rebuilds graphs only when mode is True.
         model.train(False)
         try:
-            if self.final_embeddings is not None:
-                users, items = self.final_embeddings(model)
-            else:
-                out = model.forward()
-                users, items = out[0], out[1]
+            with torch.no_grad():
+                if self.final_embeddings is not None:
+                    users, items = self.final_embeddings(model)
+                else:
+                    out = model.forward()
+                    users, items = out[0], out[1]
         finally:
             if was_training:
                 model.training = True

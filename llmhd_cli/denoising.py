@@ -18,9 +18,10 @@ a ``llmhd train`` flag and a key of the ``[denoiser_params]`` table of a trainin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:  # imported where tensors are made: plugins import this module at start-up
+    import torch
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Decision:
 
     @classmethod
     def keep_all(cls, batch: SampleBatch) -> "Decision":
+        import torch
+
         n = batch.losses.shape[0]
         return cls(torch.ones(n, device=batch.losses.device), torch.zeros(n, dtype=torch.bool, device=batch.losses.device))
 

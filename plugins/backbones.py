@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # only annotations: llmhd --help imports every plugin module
+    import torch
 
 from llmhd_cli.backbones import Backbone
 from llmhd_cli.hookspecs import hookimpl

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
@@ -27,6 +25,8 @@ class TruncatedLoss(Denoiser):
         return self.drop_rate * min(step / self.num_gradual, 1.0)
 
     def decide(self, batch: SampleBatch) -> Decision:
+        import torch  # here, not at module level: llmhd --help imports every plugin module
+
         n = batch.losses.shape[0]
         n_drop = n - int((1.0 - self.rate(batch.step)) * n)
         dropped = torch.zeros(n, dtype=torch.bool, device=batch.losses.device)
@@ -48,6 +48,8 @@ class ReweightedLoss(Denoiser):
         self.beta = beta
 
     def decide(self, batch: SampleBatch) -> Decision:
+        import torch
+
         p = torch.sigmoid(batch.scores.detach())
         weights = torch.where(batch.labels > 0, p, 1 - p).pow(self.beta)
         return Decision(weights, torch.zeros_like(weights, dtype=torch.bool))

@@ -86,3 +86,14 @@ def test_plugin_made_flags_appear_with_the_command(command: str, flags: tuple[st
     assert code == 0, out
     for flag in flags:
         assert flag in out, (flag, out)
+
+
+def test_the_plugin_contract_modules_import_no_torch() -> None:
+    """What every plugin imports at module level (the Backbone and DenoiserSpec types), and the
+    built-ins that need torch only inside functions, stay light: ``--help`` imports them all."""
+    modules = ["llmhd_cli.backbones", "llmhd_cli.denoising", "llmhd_cli.hookspecs", "llmhd_plugins.backbones",
+               "llmhd_plugins.denoisers", "llmhd_plugins.prompt_sets", "llmhd_plugins.providers_openai"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules, 'recbole' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
