@@ -32,7 +32,9 @@ network). It never writes text; it computes each task's answer from the request'
 
 Embeddings are cached in memory per text and computed in batches; a profile's line embeddings,
 their sum and its reference cosines are cached per profile text, so scoring a pair costs one
-dot product and, for an item the profile quotes, R more.
+dot product and, for an item the profile quotes, R more. ``score`` is also answered in bulk
+(`EmbedProvider.bulk`, `Provider.bulk_tasks`): the llmhd judge sends a batch's pairs in one
+call, without prompts or the disk cache, and gets the same scores (`score_many`).
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ class Evidence:
     ref_lines: list[tuple[int, int]]  # (reference item, its row): references that are profile lines
     reference: np.ndarray | None  # reference item embeddings (None: no dataset)
     ref_cos: np.ndarray | None  # their cosines with no line left out
+    ref_sorted: np.ndarray | None = None  # ``ref_cos`` sorted (bulk scoring ranks by binary search)
 
     def row_of(self, item: str) -> int | None:
         """The row of the item's own line, if the profile quotes it."""
@@ -218,6 +221,15 @@ def score_from_cuts(cos: float, cuts: tuple[float, ...] = DEFAULT_CUTS) -> int:
     return int(1 + sum(cos > c for c in cuts))
 
 
+def scores_from_sorted(cos: np.ndarray, ranked: np.ndarray) -> list[int]:
+    """`score_from_cosine` of each of ``cos`` (float32, as the reference) against the sorted
+    reference cosines: the same counts, by binary search instead of a pass over R per pair."""
+    less = np.searchsorted(ranked, cos, side="left")
+    equal = np.searchsorted(ranked, cos, side="right") - less
+    fraction = (less.astype(np.float64) + 0.5 * equal.astype(np.float64)) / max(len(ranked), 1)
+    return np.minimum(10, 1 + np.floor(10 * fraction)).astype(np.int64).tolist()
+
+
 class EmbedProvider(Provider):
     name = "embed"
     description = ("Offline semantic scorer (all-MiniLM-L6-v2 sentence embeddings), not a generative LLM: "
@@ -227,6 +239,7 @@ class EmbedProvider(Provider):
     generative = False
     needs_key = False
     rule_versions = {"score": SCORE_RULE}
+    bulk_tasks = ("score",)
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -279,6 +292,61 @@ class EmbedProvider(Provider):
         if cos is None:
             return NO_EVIDENCE_SCORE
         return score_from_cuts(cos) if reference is None else score_from_cosine(cos, reference)
+
+    def bulk(self, task: str, variables: list[dict[str, Any]]) -> list[Any]:
+        """Scores of many pairs at once, equal to `_score`'s one by one (see `score_many`)."""
+        if task not in self.bulk_tasks:
+            raise ProviderError(f"provider 'embed' cannot do task '{task}' in bulk", fatal=True)
+        try:
+            return self.score_many(variables)
+        except KeyError as exc:
+            raise ProviderError(f"provider 'embed': request for 'score' lacks variable {exc}", fatal=True) from None
+
+    def score_many(self, variables: list[dict[str, Any]]) -> list[int]:
+        """`_score` of each pair, in bulk: new texts encoded in one batch, pairs grouped by profile.
+
+        An unquoted item's cosine is the same dot product as `_score`'s, one per pair (BLAS's
+        matrix-vector product rounds differently, and a last-bit change can move a score across
+        a decile edge); the ranking among the references is vectorised per profile. A quoted
+        item (a fifth of positives) takes `_score`'s own path: its references change with it.
+        """
+        items = [_clean(v["item_profile"]) for v in variables]
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for n, v in enumerate(variables):
+            groups.setdefault((str(v["user_profile"]), v.get("dataset_dir") or None), []).append(n)
+        with self._evidence_lock:
+            new = [p for p in groups if p not in self._evidence]
+        self.embed(items + [line for p, _ in new for line in profile_lines(p)])  # one encode for all new texts
+        item_emb = self.embed(items)
+        out = [NO_EVIDENCE_SCORE] * len(variables)
+        for (profile, dataset_dir), positions in groups.items():
+            evidence = self.evidence(profile, dataset_dir)
+            if not evidence.lines:
+                continue  # no evidence for any item: the median
+            unit = _unit(evidence.total)
+            plain: list[int] = []
+            cosines: list[float] = []
+            for n in positions:
+                left_out = evidence.row_of(items[n])
+                if left_out is None:
+                    plain.append(n)
+                    cosines.append(float(item_emb[n] @ unit))
+                    continue
+                cos = evidence.cosine(item_emb[n], left_out)
+                if cos is not None:
+                    reference = evidence.reference_cosines(left_out)
+                    out[n] = score_from_cuts(cos) if reference is None else score_from_cosine(cos, reference)
+            if not plain:
+                continue
+            if evidence.ref_cos is None:
+                scores = [score_from_cuts(c) for c in cosines]
+            else:
+                if evidence.ref_sorted is None:
+                    evidence.ref_sorted = np.sort(evidence.ref_cos)
+                scores = scores_from_sorted(np.asarray(cosines, dtype=evidence.ref_sorted.dtype), evidence.ref_sorted)
+            for n, score in zip(plain, scores):
+                out[n] = int(score)
+        return out
 
     def score_cosines(self, user_profile: str, item_profile: str,
                       dataset_dir: str | None = None) -> tuple[float | None, np.ndarray | None]:

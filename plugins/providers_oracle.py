@@ -125,6 +125,7 @@ class OracleProvider(Provider):
     generative = False
     needs_key = False
     upper_bound = True
+    bulk_tasks = ("score",)
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -144,6 +145,16 @@ class OracleProvider(Provider):
             if dataset_dir not in self._tables:
                 self._tables[dataset_dir] = RatingTable(Path(dataset_dir), leaky=self.model in self.leaky_models)
             return self._tables[dataset_dir]
+
+    def bulk(self, task: str, variables: list[dict[str, Any]]) -> list[Any]:
+        """Scores of many pairs: one table lookup each, as `complete` does one by one."""
+        if task not in self.bulk_tasks:
+            raise ProviderError(f"provider 'oracle' cannot do task '{task}' in bulk", fatal=True)
+        try:
+            tables = {d: self.table(d) for d in {str(v["dataset_dir"]) for v in variables}}
+            return [tables[str(v["dataset_dir"])].score(v["user_id"], v["item_id"]) for v in variables]
+        except KeyError as exc:
+            raise ProviderError(f"provider 'oracle': score request lacks variable {exc}", fatal=True) from None
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         v = request.variables

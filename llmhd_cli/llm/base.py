@@ -82,6 +82,14 @@ class Provider:
     Subclasses set ``name``, ``description``, ``models`` (known model names, first is the
     default), ``key_env`` (environment variable holding the API key, or None), and implement
     `complete`. ``generative`` is False for providers that are not language models.
+
+    Optional bulk capability, for local providers that compute answers for free (embed,
+    oracle): list the tasks in ``bulk_tasks`` and implement `bulk`. A caller that asks many
+    requests of such a task (the llmhd judge's scores) then passes their ``variables`` in one
+    call, through `LLMClient.run_bulk`: no prompt is rendered, nothing is read from or written
+    to the disk cache, no claim is taken, and each value counts as one local call (no tokens,
+    no cost). Generative providers never declare it, so their prompts, cache and cost dry run
+    are unchanged.
     """
 
     name: str = ""
@@ -97,6 +105,7 @@ class Provider:
     rule_versions: dict[str, str] = {}
     base_url_env: str | None = None  # environment variable with the default base URL, if any
     needs_key: bool = True  # False for offline providers; generative ones need a key unless base_url is set
+    bulk_tasks: tuple[str, ...] = ()  # tasks `bulk` answers (non-generative providers only)
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -107,6 +116,12 @@ class Provider:
 
     def complete(self, request: LLMRequest) -> LLMResponse:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def bulk(self, task: str, variables: list[dict[str, Any]]) -> list[Any]:
+        """The values of many ``task`` requests from their variables alone, in order: exactly the
+        ``value`` `complete` would return for each. Only for tasks in ``bulk_tasks``; raises
+        `ProviderError` as `complete` does (then every request of the call fails)."""
+        raise ProviderError(f"provider '{self.name}' answers no task in bulk", fatal=True)
 
     def warm(self, requests: list[LLMRequest]) -> None:
         """Optional: prepare for these uncached requests together before they are sent one by

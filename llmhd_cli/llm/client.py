@@ -181,6 +181,47 @@ class LLMClient:
             raise LLMHDError(self._abort_message)
         return [r for r in results if r is not None]
 
+    def supports_bulk(self, task: str) -> bool:
+        """Whether `run_bulk` answers ``task``: a local provider that declares it (`Provider.bulk_tasks`)."""
+        return not self.provider.generative and task in self.provider.bulk_tasks
+
+    def run_bulk(self, task: str, template: str, variables: list[dict[str, Any]]) -> list[Any]:
+        """The provider's values for many ``task`` requests in one call (None where one failed).
+
+        For local, free providers only (`supports_bulk`): no prompt, no disk cache, no claim.
+        Each value counts as one answered call with no tokens and no cost, in the stats and in
+        the ledger (one write per call of this method); a failed call counts every request as
+        a failure, and an error every call would hit stops the run as `run` does.
+        """
+        if self._closed:
+            raise RuntimeError("LLMClient is closed")
+        if not variables:
+            return []
+        n = len(variables)
+        try:
+            values = list(self.provider.bulk(task, variables))
+            if len(values) != n:
+                raise ProviderError(f"provider '{self.provider.name}' answered {len(values)} of {n} requests")
+        except ProviderError as exc:
+            message = self._scrub(_short(str(exc)))
+            if exc.fatal:
+                raise LLMHDError(message) from None
+            log.info("bulk %s request of %d failed: %s", template, n, message)
+            values = [None] * n
+        except LLMHDError as exc:  # a user-fixable problem (missing model files...): stop with its message
+            raise LLMHDError(self._scrub(str(exc))) from None
+        except Exception as exc:  # a provider bug must not take the whole run down
+            log.exception("provider %s crashed", self.provider.name)
+            log.info("bulk %s request of %d failed: %s", template, n, type(exc).__name__)
+            values = [None] * n
+        failed = sum(v is None for v in values)
+        with self._lock:
+            self.stats.requests += n
+            self.stats.calls += n - failed
+            self.stats.failures += failed
+        self.ledger.add(template, self.provider.name, self.provider.model, calls=n - failed, failures=failed)
+        return values
+
     def close(self) -> None:
         if self._closed:
             return

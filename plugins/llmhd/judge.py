@@ -2,8 +2,11 @@
 
 Pairs are identified by RecBole's internal ids and mapped to the dataset's tokens and texts
 here. Every (user, profile version, item) is scored at most once per run (an in-memory memo);
-the client's disk cache makes the same prompt free in later runs. In ``dry`` mode nothing is
-sent: the unique requests are only collected, which is what the pre-run cost estimate counts.
+the client's disk cache makes the same prompt free in later runs. A local provider that scores
+in bulk (`Provider.bulk_tasks`: embed, oracle) gets each batch's new pairs in one call, as
+variables, without rendered prompts or the disk cache; each pair counts as one call. In ``dry``
+mode nothing is sent: the unique requests are only collected (rendered, for every provider),
+which is what the pre-run cost estimate counts.
 
 Simulated judge error (``judge_accuracy`` p < 1): each score the judge hands out is, with
 probability 1 - p, replaced by a uniform draw from 1..10. The draw is a hash of (run seed, user,
@@ -34,7 +37,7 @@ class JudgeStats:
 
     score_requests: int = 0  # pairs that needed a score (memo misses)
     memo_hits: int = 0  # pairs answered from this run's memo
-    calls: int = 0  # paid provider calls
+    calls: int = 0  # answered provider calls not from the cache (a bulk-scored pair is one)
     cache_hits: int = 0
     failures: int = 0
     unscorable: int = 0  # pairs without a user profile or item text
@@ -123,7 +126,8 @@ class LLMJudge:
                 todo.setdefault(key, []).append(n)
         if not todo:
             return out
-        keys, requests = [], []
+        keys: list[tuple[int, int, int]] = []
+        variables: list[dict[str, Any]] = []
         template = self.tset.get("score")
         for key in todo:
             u, _, i = key
@@ -133,16 +137,36 @@ class LLMJudge:
                 self.memo[key] = math.nan
                 continue
             keys.append(key)
-            requests.append(template.render({
+            variables.append({
                 "user_profile": profile, "item_profile": text, "user_id": str(self.user_tokens[u]),
                 "item_id": str(self.item_tokens[i]), "dataset_dir": self.dataset_dir, "dataset_version": self.dataset_version,
-            }, structured=self.structured))
-        self.stats.score_requests += len(requests)
-        for key, value in zip(keys, self._send(requests)):
+            })
+        self.stats.score_requests += len(variables)
+        if self._bulk("score"):
+            values = self._send_bulk("score", template.name, variables)
+        else:
+            values = self._send([template.render(v, structured=self.structured) for v in variables])
+        for key, value in zip(keys, values):
             self.memo[key] = math.nan if value is None else float(value)
         for key, positions in todo.items():
             out[positions] = self.memo[key]
         return out
+
+    def _bulk(self, task: str) -> bool:
+        """A local provider that answers ``task`` in bulk: no prompts rendered, no cache (the dry
+        run renders as before: it counts prompts)."""
+        supports = getattr(self.client, "supports_bulk", None)
+        return not self.dry and supports is not None and bool(supports(task))
+
+    def _send_bulk(self, task: str, template: str, variables: list[dict[str, Any]]) -> list[Any]:
+        """Values in order (None for failures) from one bulk call; each counts as a local call."""
+        if not variables:
+            return []
+        values = self.client.run_bulk(task, template, variables)
+        failed = sum(v is None for v in values)
+        self.stats.calls += len(values) - failed
+        self.stats.failures += failed
+        return values
 
     def _send(self, requests: list[LLMRequest]) -> list[Any]:
         """Parsed values in order (None for failures); in dry mode only record the requests."""
