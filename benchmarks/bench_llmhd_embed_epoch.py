@@ -28,17 +28,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from llmhd_cli import plugins, recbole_compat
 from llmhd_cli.datasets import PreparedDataset, open_dataset
-from llmhd_cli.denoising import Denoiser, TrainContext
-from llmhd_cli.objectives import LossSeam
-from llmhd_cli.recbole_data import build_model, load_recbole_data, resolve_device
-from llmhd_cli.training import EpochLoop, _Silent, denoiser_options
+from llmhd_cli.recbole_data import resolve_device
+from llmhd_cli.training import _Silent
+
+# The epoch loop set up as training.train does it, shared with the cached-score benchmark.
+from bench_llmhd_overhead import build  # noqa: E402  (a sibling script: benchmarks/ is on sys.path)
 
 NAME = "ml-100k"
 BATCH, LR, SEED = 1024, 0.005, 2024
@@ -59,34 +58,13 @@ def dataset_in(workspace: Path) -> PreparedDataset:
 
 
 def _cli(workspace: Path, *args: str) -> None:
-    from click.testing import CliRunner
-
     from llmhd_cli.cli import main
 
-    result = CliRunner().invoke(main, ["--workspace", str(workspace), *args], catch_exceptions=False)
-    if result.exit_code != 0:
-        raise SystemExit(f"llmhd {' '.join(args)} failed:\n{result.output}")
-
-
-def build(dataset: PreparedDataset, backbone: Any, device: torch.device, workspace: Path, run_dir: Path,
-          denoiser: str, params: dict[str, Any]) -> EpochLoop:
-    """A model, optimizer and epoch loop set up as `training.train` does."""
-    from recbole.utils import init_seed
-
-    data = load_recbole_data(dataset, backbone, {}, SEED, device)
-    init_seed(SEED, reproducibility=True)
-    model = build_model(data, backbone)
-    if denoiser == "none":
-        seam = LossSeam("bpr", Denoiser())
-    else:
-        spec = plugins.registry("denoiser").get(denoiser, "--denoiser")
-        n_batches = -(-len(data.train_users) // BATCH)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        context = TrainContext("bpr", data.n_users, data.n_items, len(data.train_users), n_batches, device, run_dir,
-                               dataset, backbone=backbone, data=data, workspace=workspace, seed=SEED)
-        seam = LossSeam("bpr", spec.factory(denoiser_options(spec, params), context))
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=0.0)
-    return EpochLoop(model, backbone, data, seam, optimizer, np.random.default_rng(SEED), BATCH, device)
+    try:
+        main(["--workspace", str(workspace), *args])
+    except SystemExit as exc:
+        if exc.code:
+            raise SystemExit(f"llmhd {' '.join(args)} failed (exit {exc.code})") from None
 
 
 def main() -> None:
