@@ -9,6 +9,7 @@ checks that nothing appeared anywhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -185,6 +186,51 @@ def test_names_property_through_the_cli(name: str, capsys: pytest.CaptureFixture
 
 
 # ------------------------------------------------------------------------------- values
+
+TOML_VALUES = st.one_of(st.integers(-2**40, 2**40), st.floats(), st.booleans(), st.text(max_size=12),
+                        st.dictionaries(st.text(max_size=8), st.integers(-5, 5), max_size=2))
+CONFIG_KEYS = st.one_of(st.sampled_from(sorted(TrainConfig.__dataclass_fields__)), st.text(min_size=1, max_size=10))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=st.dictionaries(CONFIG_KEYS, TOML_VALUES, max_size=6))
+def test_property_any_train_config_file_is_a_config_or_one_user_error(table: dict, tmp_path: Path) -> None:
+    """Any TOML table as a --config file: a checked TrainConfig, or one LLMHDError line (never a traceback)."""
+    import tomli_w
+
+    from llmhd_cli.config import train_config
+
+    path = tmp_path / "any.toml"
+    path.write_text(tomli_w.dumps(table))
+    try:
+        config = train_config(path, {}, {})
+    except LLMHDError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600
+        return
+    config.validate()  # what came back is a valid config of the right types, its numbers finite
+    defaults = TrainConfig()
+    for key in TrainConfig.__dataclass_fields__:
+        value = getattr(config, key)
+        assert type(value) is type(getattr(defaults, key)), (key, value)
+        assert not isinstance(value, float) or math.isfinite(value), (key, value)
+
+
+NUMBER_TEXT = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats().map(repr),
+                        st.sampled_from(["nan", "inf", "-inf", "1e400", "", "x", "0x10", "1_000"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(epochs=NUMBER_TEXT, lr=NUMBER_TEXT, batch=NUMBER_TEXT, early=NUMBER_TEXT, decay=NUMBER_TEXT)
+def test_property_any_train_numbers_are_one_line_and_write_nothing(epochs: str, lr: str, batch: str, early: str,
+                                                                  decay: str, capsys: pytest.CaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    """Any numeric train flags (on a dataset that is not prepared, so a valid set stops there):
+    exit 2 with one line, nothing written anywhere."""
+    ws = tmp_path / "o1" / "o2" / "ws"
+    assert_rejected(capsys, ws, tmp_path, "train", "--dataset", "absent", f"--epochs={epochs}", f"--lr={lr}",
+                    f"--batch-size={batch}", f"--early-stop={early}", f"--weight-decay={decay}", "--threads", "1")
+
+
 
 
 @pytest.mark.parametrize("flags,words", [
