@@ -66,3 +66,29 @@ def table_row(out: str, first: str) -> list[str]:
         if cells and cells[0] == first:
             return cells
     raise AssertionError(f"no row {first!r} in:\n{out}")
+
+
+def write_text_dataset(workspace: Path, name: str, train: dict[str, list[str]], test: dict[str, list[str]],
+                       texts: dict[str, str] | None, domain: str = "books",
+                       ratings: dict[tuple[str, str], float] | None = None, attributes: bool = False) -> Path:
+    """A prepared dataset written by hand (no prepare step): splits from {user: [items]}, item
+    texts (None: none), optional ratings.tsv, and its dataset.json. Returns its folder."""
+    import json
+
+    from llmhd_cli.datasets import DatasetInfo
+
+    folder = workspace / "datasets" / name
+    folder.mkdir(parents=True)
+    for split, table in (("train", train), ("valid", {}), ("test", test)):
+        lines = ["user_id:token\titem_id:token"] + [f"{u}\t{i}" for u, its in table.items() for i in its]
+        (folder / f"{name}.{split}.inter").write_text("\n".join(lines) + "\n")
+    if ratings is not None:
+        (folder / "ratings.tsv").write_text("user_id:token\titem_id:token\trating:float\n"
+                                            + "".join(f"{u}\t{i}\t{r}\n" for (u, i), r in ratings.items()))
+    if texts is not None:
+        rows = [{"item_id": i, "text": t, **({"attributes": {"raw": t}} if attributes else {})} for i, t in texts.items()]
+        (folder / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    info = DatasetInfo(name=name, domain=domain, source="test", source_path=None, seed=1, options={}, stats={},
+                       has_ratings=ratings is not None, has_item_texts=texts is not None, has_user_profiles=False)
+    (folder / "dataset.json").write_text(info.to_json())
+    return folder

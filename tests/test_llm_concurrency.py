@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 from llm_servers import LocalServer, Recorded, Reply, openai_completion
-from llmhd_cli.datasets import DatasetInfo
 from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.llm.cache import read_ledger
 from llmhd_cli.llm.claims import CLAIMS_FILE, ClaimStore
@@ -36,7 +35,7 @@ from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.summarize import SummarizeOptions, summarize
 from llmhd_plugins.providers_anthropic import AnthropicProvider
 from llmhd_plugins.providers_openai import OpenAIProvider
-from cli_helpers import run_cli
+from cli_helpers import run_cli, write_text_dataset
 
 FREE = PriceTable.from_dict({})
 
@@ -278,15 +277,7 @@ TRAIN = {"u1": ["i0", "i1"], "u2": ["i2", "i3"], "u3": ["i4", "i5"], "u4": ["i0"
 
 
 def make_dataset(workspace: Path, name: str = "tiny") -> None:
-    folder = workspace / "datasets" / name
-    folder.mkdir(parents=True)
-    for split, table in (("train", TRAIN), ("valid", {}), ("test", {"u1": ["i2"]})):
-        lines = ["user_id:token\titem_id:token"] + [f"{u}\t{i}" for u, its in table.items() for i in its]
-        (folder / f"{name}.{split}.inter").write_text("\n".join(lines) + "\n")
-    (folder / "items.jsonl").write_text("".join(json.dumps({"item_id": i, "text": t}) + "\n" for i, t in TEXTS.items()))
-    info = DatasetInfo(name=name, domain="books", source="test", source_path=None, seed=1, options={}, stats={},
-                       has_ratings=False, has_item_texts=True, has_user_profiles=False)
-    (folder / "dataset.json").write_text(info.to_json())
+    write_text_dataset(workspace, name, TRAIN, {"u1": ["i2"]}, TEXTS)
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ so both see the same cut prompts; the client counts cut prompts and warns once p
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pytest
 
+from cli_helpers import write_text_dataset
 from llm_servers import LocalServer, Recorded, Reply, openai_completion
-from llmhd_cli.datasets import DatasetInfo, open_dataset
+from llmhd_cli.datasets import open_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.client import LLMClient
 from llmhd_cli.llm.estimate import estimate
@@ -157,17 +157,9 @@ def test_the_client_counts_cut_prompts_and_warns_once(tmp_path, caplog):
 
 
 def make_dataset(workspace: Path) -> None:
-    folder = workspace / "datasets" / "tiny"
-    folder.mkdir(parents=True)
     texts = {"b1": HUGE, "b2": "title: Foundation", "b3": "title: Hyperion", "b4": "title: Emma"}
     train = {"u1": ["b1", "b2"], "u2": ["b3", "b4"], "u3": ["b2", "b1", "b4"]}
-    for split, table in (("train", train), ("valid", {}), ("test", {"u1": ["b3"]})):
-        lines = ["user_id:token\titem_id:token"] + [f"{u}\t{i}" for u, its in table.items() for i in its]
-        (folder / f"tiny.{split}.inter").write_text("\n".join(lines) + "\n")
-    (folder / "items.jsonl").write_text("".join(json.dumps({"item_id": i, "text": t}) + "\n" for i, t in texts.items()))
-    info = DatasetInfo(name="tiny", domain="books", source="test", source_path=None, seed=1, options={}, stats={},
-                       has_ratings=False, has_item_texts=True, has_user_profiles=False)
-    (folder / "dataset.json").write_text(info.to_json())
+    write_text_dataset(workspace, "tiny", train, {"u1": ["b3"]}, texts)
 
 
 @pytest.fixture

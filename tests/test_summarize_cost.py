@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmhd_cli import plugins
-from llmhd_cli.datasets import DatasetInfo, open_dataset
+from llmhd_cli.datasets import open_dataset
 from llmhd_cli.llm.base import LLMResponse, Provider
 from llmhd_cli.llm.estimate import CostEstimator, EstimateRow, dataset_spending, estimate, expected_output_tokens
 from llmhd_cli.llm.profiles import ProfileStore
@@ -19,7 +19,7 @@ from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
 from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.llm.tokens import count_prompt_tokens
 from llmhd_cli.summarize import SummarizeOptions, summarize, summarize_requests
-from cli_helpers import run_cli, table_row
+from cli_helpers import run_cli, table_row, write_text_dataset
 
 BOOKS = {
     "b1": "title: Dune; genres: science fiction, desert planet, politics",
@@ -37,20 +37,7 @@ RATINGS = {("u1", "b1"): 5, ("u1", "b2"): 4, ("u1", "b4"): 2, ("u2", "b4"): 5, (
 
 
 def make_dataset(workspace: Path, name: str = "tiny", domain: str = "books", items: bool = True) -> Path:
-    folder = workspace / "datasets" / name
-    folder.mkdir(parents=True)
-    for split, table in (("train", TRAIN), ("valid", {}), ("test", TEST)):
-        lines = ["user_id:token\titem_id:token"] + [f"{u}\t{i}" for u, its in table.items() for i in its]
-        (folder / f"{name}.{split}.inter").write_text("\n".join(lines) + "\n")
-    (folder / "ratings.tsv").write_text("user_id:token\titem_id:token\trating:float\n"
-                                        + "".join(f"{u}\t{i}\t{r}\n" for (u, i), r in RATINGS.items()))
-    if items:
-        (folder / "items.jsonl").write_text("".join(
-            json.dumps({"item_id": i, "text": t, "attributes": {"raw": t}}) + "\n" for i, t in BOOKS.items()))
-    info = DatasetInfo(name=name, domain=domain, source="test", source_path=None, seed=1, options={}, stats={},
-                       has_ratings=True, has_item_texts=items, has_user_profiles=False)
-    (folder / "dataset.json").write_text(info.to_json())
-    return folder
+    return write_text_dataset(workspace, name, TRAIN, TEST, BOOKS if items else None, domain, RATINGS, attributes=True)
 
 
 @pytest.fixture
