@@ -32,23 +32,15 @@ import numpy as np
 import torch
 
 from llmhd_cli import plugins, recbole_compat
-from llmhd_cli.datasets import open_dataset
 from llmhd_cli.denoising import Denoiser
 from llmhd_cli.objectives import LossSeam
-from llmhd_cli.prepare import PrepareOptions, prepare_dataset
 from llmhd_cli.recbole_data import build_model, load_recbole_data, resolve_device
 from llmhd_cli.training import EpochLoop, _Silent
 
-SOURCE = Path("/work/shared/data/rlmrec/amazon-books")
-NAME = "amazon-books"
+# The Amazon-books split, prepared once, as the RecBole-trainer benchmark prepares it (a sibling script).
+from bench_train_vs_recbole import NAME, SOURCE, dataset_in  # noqa: E402
+
 BATCH, LR, SEED = 1024, 0.005, 2024
-
-
-def dataset_in(workspace: Path, source: Path):
-    if not (workspace / "datasets" / NAME).exists():
-        print(f"preparing {NAME} from {source} into {workspace} ...", flush=True)
-        prepare_dataset(workspace, PrepareOptions(name=NAME, source_dir=source, noise_ratio=0.05))
-    return open_dataset(workspace, NAME)
 
 
 def build_loop(dataset, backbone_name: str, params: dict, device: torch.device) -> EpochLoop:

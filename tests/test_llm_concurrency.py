@@ -282,9 +282,6 @@ def make_dataset(workspace: Path, name: str = "tiny") -> None:
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMHD_PROVIDER", "LLMHD_MODEL", "LLMHD_BASE_URL",
-                "LLMHD_LLM_CACHE", "LLMHD_CONCURRENCY", "LLMHD_MAX_COST", "LLMHD_PRICES", "LLMHD_CONTEXT_WINDOW"):
-        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("LLMHD_CONFIG", str(tmp_path / "config.toml"))
     make_dataset(tmp_path / "ws")
     return tmp_path / "ws"
