@@ -69,12 +69,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from llmhd_plugins.llmhd.dry_run import TASKS, dry_run, dry_run_config
+    from llmhd_cli import plugins
     from llmhd_cli.llm.estimate import EstimateContext, rows_for_requests
     from llmhd_cli.llm.pricing import load_prices
     from llmhd_cli.llm.prompts import template_set_for
     from llmhd_cli.training import TrainConfig, train
-    from llmhd_cli import plugins
+    from llmhd_plugins.llmhd.dry_run import TASKS, dry_run, dry_run_config
 
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         workspace = args.workspace or Path(tmp) / "ws"

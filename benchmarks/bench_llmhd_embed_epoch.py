@@ -31,13 +31,13 @@ from pathlib import Path
 
 import torch
 
+# The epoch loop set up as training.train does it, shared with the cached-score benchmark.
+from bench_llmhd_overhead import build  # noqa: E402  (a sibling script: benchmarks/ is on sys.path)
+
 from llmhd_cli import plugins, recbole_compat
 from llmhd_cli.datasets import PreparedDataset, open_dataset
 from llmhd_cli.recbole_data import resolve_device
 from llmhd_cli.training import _Silent
-
-# The epoch loop set up as training.train does it, shared with the cached-score benchmark.
-from bench_llmhd_overhead import build  # noqa: E402  (a sibling script: benchmarks/ is on sys.path)
 
 NAME = "ml-100k"
 BATCH, LR, SEED = 1024, 0.005, 2024

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# The Amazon-books split, prepared once, as the RecBole-trainer benchmark prepares it (a sibling script).
+from bench_train_vs_recbole import NAME, SOURCE, dataset_in  # noqa: E402
+
 from llmhd_cli import plugins, recbole_compat
 from llmhd_cli.denoising import Denoiser
 from llmhd_cli.objectives import LossSeam
 from llmhd_cli.recbole_data import build_model, load_recbole_data, resolve_device
 from llmhd_cli.training import EpochLoop, _Silent
-
-# The Amazon-books split, prepared once, as the RecBole-trainer benchmark prepares it (a sibling script).
-from bench_train_vs_recbole import NAME, SOURCE, dataset_in  # noqa: E402
 
 BATCH, LR, SEED = 1024, 0.005, 2024
 
@@ -104,8 +104,8 @@ def main() -> None:
 
     med = {name: statistics.median(v[1:]) for name, v in wall.items()}
     med_cpu = {name: statistics.median(v[1:]) for name, v in cpu.items()}
-    print("median epoch (excluding warm-up, %d each): %s" % (
-        args.epochs - 1, ", ".join(f"{name} {med[name]:.3f}s wall / {med_cpu[name]:.3f}s cpu" for name in loops)))
+    each = ", ".join(f"{name} {med[name]:.3f}s wall / {med_cpu[name]:.3f}s cpu" for name in loops)
+    print(f"median epoch (excluding warm-up, {args.epochs - 1} each): {each}")
     if "rgcf-no-mim" in loops:
         print(f"ratio rgcf-no-mim/lightgcn epoch time: {med['rgcf-no-mim'] / med['lightgcn']:.2f} "
               f"(cpu {med_cpu['rgcf-no-mim'] / med_cpu['lightgcn']:.2f})")

@@ -71,7 +71,7 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def by_user(users: np.ndarray, items: np.ndarray) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for u, i in zip(users.tolist(), items.tolist()):
+    for u, i in zip(users.tolist(), items.tolist(), strict=True):
         out.setdefault(u, []).append(i)
     return out
 

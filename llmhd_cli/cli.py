@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 from rich.console import Console
@@ -63,7 +64,9 @@ class _Command(click.Command):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         if self._lazy:
-            holder: Any = lambda: None  # collects the options as click's decorators do on a function
+            def holder() -> None:  # collects the options as click's decorators do on a function
+                return None
+
             for add in self._lazy:
                 holder = add(holder)
             self._lazy = []
@@ -288,7 +291,14 @@ class _TrainProgress:
     """Rich progress for llmhd train: an epoch bar, a batch bar, one line per epoch."""
 
     def __init__(self, epochs: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -437,7 +447,13 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
     over seeds and by a paired test over the test users (each user's metric averaged over
     the setting's seeds).
     """
-    from llmhd_cli.evaluation import evaluate_runs, group_rows, parse_baseline, render_rows, run_rows
+    from llmhd_cli.evaluation import (
+        evaluate_runs,
+        group_rows,
+        parse_baseline,
+        render_rows,
+        run_rows,
+    )
 
     if baseline and not group:
         raise LLMHDError("--baseline: only meaningful with --group")
@@ -714,7 +730,13 @@ class _DryRunProgress:
     """Training dry run progress on stderr (stdout keeps the table), gone when it ends."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=err_console, transient=True)
@@ -962,7 +984,13 @@ class _GridProgress:
     """One rich line over the whole grid, and a line per finished run."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)

@@ -15,7 +15,7 @@ import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ class TrainConfig:
         return {key: check_value(value, kinds[key], where, key) for key, value in data.items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "config") -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
         """A checked config: known keys, right types (errors name ``where``), then `validate`."""
         config = cls(**cls.check_keys(data, where))
         config.validate()
@@ -158,7 +158,7 @@ def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
         raise LLMHDError(f"{path}: invalid TOML in {what} ({exc})") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_user_config(path: str, mtime: float) -> dict[str, Any]:
     config = read_toml(Path(path), "user config")
     for key in ("workspace", "default_dataset"):

@@ -17,8 +17,9 @@ a ``llmhd train`` flag and a key of the ``[denoiser_params]`` table of a trainin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where tensors are made: plugins import this module at start-up
     import torch
@@ -56,7 +57,7 @@ class Decision:
     relabel: torch.Tensor | None = None  # bool, one per sample: train with the opposite label; None = none
 
     @classmethod
-    def keep_all(cls, batch: SampleBatch) -> "Decision":
+    def keep_all(cls, batch: SampleBatch) -> Decision:
         import torch
 
         n = batch.losses.shape[0]
@@ -105,7 +106,7 @@ class DenoiserSpec:
 
     name: str
     description: str
-    factory: Callable[[dict[str, Any], "TrainContext"], Denoiser]
+    factory: Callable[[dict[str, Any], TrainContext], Denoiser]
     options: list[Option] = field(default_factory=list)
 
 

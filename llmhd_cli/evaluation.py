@@ -37,9 +37,10 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,7 +84,7 @@ class UserMetrics:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "UserMetrics":
+    def load(cls, path: Path) -> UserMetrics:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -461,7 +462,7 @@ def group_rows(evaluations: Sequence[RunEvaluation], baseline: str | BaselineSpe
     bases = pick_baselines(groups, spec) if spec else [None] * len(groups)
     user_means: dict[int, UserMetrics] = {}
     out = []
-    for group, base in zip(groups, bases):
+    for group, base in zip(groups, bases, strict=True):
         rows = [m.row for m in group.members]
         first = rows[0]
         siblings = [g for g in groups if all(g.get(k) == group.get(k) for k in _IDENTITY)]

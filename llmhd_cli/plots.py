@@ -78,12 +78,12 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     try:
-        for ax, (title, value) in zip(axes.flat, panels):
+        for ax, (title, value) in zip(axes.flat, panels, strict=False):
             for record in records:
                 points = [(row["epoch"], value(row)) for row in record.log]
                 points = [(x, y) for x, y in points if y is not None]
                 if points:
-                    ax.plot(*zip(*points), marker=".", label=_label(record))
+                    ax.plot(*zip(*points, strict=True), marker=".", label=_label(record))
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

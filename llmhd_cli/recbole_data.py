@@ -11,8 +11,9 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -124,7 +125,7 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
     noise_users, noise_items = dataset.read_noise()
     if len(noise_users):
         u_map, i_map = full.field2token_id["user_id"], full.field2token_id["item_id"]
-        noise_keys = np.array([u_map[u] * n_items + i_map[i] for u, i in zip(noise_users, noise_items)], dtype=np.int64)
+        noise_keys = np.array([u_map[u] * n_items + i_map[i] for u, i in zip(noise_users, noise_items, strict=True)], dtype=np.int64)
         is_noise = np.isin(tu.astype(np.int64) * n_items + ti, noise_keys)
 
     if backbone.adjust_config is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 # (module, name) as written in the pickle -> the object to use, or None to refuse.
 Policy = Callable[[str, str], Any]

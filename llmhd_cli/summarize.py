@@ -82,7 +82,7 @@ def user_histories(dataset: PreparedDataset) -> dict[str, list[str]]:
     """Training items per user (injected noise included: P_u is summarized from what training sees)."""
     users, items = dataset.read_split("train")
     out: dict[str, list[str]] = {}
-    for u, i in zip(users.tolist(), items.tolist()):
+    for u, i in zip(users.tolist(), items.tolist(), strict=True):
         out.setdefault(u, []).append(i)
     return out
 

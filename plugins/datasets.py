@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmhd_cli.datasets import RawData, DatasetSource
+from llmhd_cli.datasets import DatasetSource, RawData
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.safe_pickle import RefusedClass, restricted_load
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # ------------------------------------------------------------------------ RecBole atomic files
 
 
-def read_atomic_file(path: Path) -> "pd.DataFrame":
+def read_atomic_file(path: Path) -> pd.DataFrame:
     """Read a RecBole atomic file as strings, with the ``:type`` suffixes stripped from headers."""
     import pandas as pd
 
@@ -51,7 +51,7 @@ def read_atomic_file(path: Path) -> "pd.DataFrame":
     return frame
 
 
-def numeric_column(frame: "pd.DataFrame", column: str, path: Path) -> np.ndarray:
+def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     """A column as float64, or an error naming the first bad value and its line."""
     import pandas as pd
 

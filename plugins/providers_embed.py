@@ -121,7 +121,7 @@ class Embedder:
             if missing:
                 vectors = load_model().encode(missing, batch_size=self.batch_size, normalize_embeddings=True,
                                               convert_to_numpy=True, show_progress_bar=False)
-                for text, vec in zip(missing, vectors):
+                for text, vec in zip(missing, vectors, strict=True):
                     self._cache[text] = vec.astype(np.float32)
             if not texts:
                 return np.zeros((0, 384), dtype=np.float32)
@@ -344,7 +344,7 @@ class EmbedProvider(Provider):
                 if evidence.ref_sorted is None:
                     evidence.ref_sorted = np.sort(evidence.ref_cos)
                 scores = scores_from_sorted(np.asarray(cosines, dtype=evidence.ref_sorted.dtype), evidence.ref_sorted)
-            for n, score in zip(plain, scores):
+            for n, score in zip(plain, scores, strict=True):
                 out[n] = int(score)
         return out
 
@@ -394,7 +394,7 @@ class EmbedProvider(Provider):
         if not keep.any():
             log.info("embed update_fp: every profile line matches an FP item; profile kept")
             return "\n".join(lines)
-        kept = [c for c, k in zip(candidates, keep) if k]
+        kept = [c for c, k in zip(candidates, keep, strict=True) if k]
         kept_emb = cand_emb[keep]
         ranking = kept_emb @ _unit(kept_emb.mean(axis=0)) - kept_emb @ _unit(fp_emb.mean(axis=0))
         return build_profile(kept, ranking)

@@ -108,7 +108,7 @@ class RatingTable:
         self.lo, self.hi = _scale(rating)
         scores = np.where(rating.notna().to_numpy(), ratings_to_scores(rating.to_numpy(), self.lo, self.hi),
                           pairs["default"].to_numpy())
-        self.scores: dict[tuple[str, str], int] = dict(zip(zip(pairs["user"], pairs["item"]), scores.tolist()))
+        self.scores: dict[tuple[str, str], int] = dict(zip(zip(pairs["user"], pairs["item"], strict=True), scores.tolist(), strict=True))
 
     def score(self, user: str, item: str) -> int:
         return self.scores.get((str(user), str(item)), UNRATED_SCORE)

@@ -78,7 +78,7 @@ class RGCFSettings:
     tau: float
 
     @classmethod
-    def from_config(cls, config: Any) -> "RGCFSettings":
+    def from_config(cls, config: Any) -> RGCFSettings:
         """Validated settings; a bad value is a one-line `LLMHDError` naming the key."""
         values = {}
         for f in dataclasses.fields(cls):

@@ -5,7 +5,7 @@ base URL of the machine (OPENAI_*, ANTHROPIC_*) leaks into a test."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

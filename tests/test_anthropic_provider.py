@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from llm_servers import LocalServer, Recorded, Reply
+
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.llm.cache import read_ledger

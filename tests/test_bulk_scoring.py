@@ -103,9 +103,9 @@ def test_embed_bulk_scores_equal_the_per_request_scores(ml100k: Any, provider: E
     bulk = fresh.bulk("score", variables)
     assert bulk == one_by_one(provider, variables)
     assert all(isinstance(s, int) and 1 <= s <= 10 for s in bulk) and len(set(bulk)) == 10
-    quoted = [s for v, s in zip(variables, bulk) if v["item_profile"] in v["user_profile"].splitlines()]
+    quoted = [s for v, s in zip(variables, bulk, strict=True) if v["item_profile"] in v["user_profile"].splitlines()]
     assert len(quoted) > N_USERS  # the leave-one-out path is exercised
-    single = [s for v, s in zip(variables, bulk) if v["user_profile"] == v["item_profile"]]
+    single = [s for v, s in zip(variables, bulk, strict=True) if v["user_profile"] == v["item_profile"]]
     assert single and set(single) == {NO_EVIDENCE_SCORE}
     assert fresh.bulk("score", variables[::-1]) == bulk[::-1]  # order and grouping do not matter
 
@@ -125,7 +125,7 @@ def test_oracle_bulk_scores_equal_the_per_request_scores(ml100k: Any) -> None:
                        pd.DataFrame({"user": ["1", "2"], "item": ["999999", "1"]})])  # unknown item, unrated pair
     template = template_set_for("movies").get("score")
     variables = [{"user_profile": "p", "item_profile": "t", "user_id": u, "item_id": i,
-                  "dataset_dir": str(ml100k.path)} for u, i in zip(frame["user"], frame["item"])]
+                  "dataset_dir": str(ml100k.path)} for u, i in zip(frame["user"], frame["item"], strict=True)]
     for model in ("train", "all-ratings"):
         oracle = OracleProvider(model=model)
         bulk = oracle.bulk("score", variables)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from cli_helpers import run_cli, table_row, write_ml100k_cut
 
 from llmhd_cli import plugins
 from llmhd_cli.cli import main
-from cli_helpers import run_cli, table_row, write_ml100k_cut
 
 DATASET = "small"
 N_USERS = 150
@@ -56,7 +56,7 @@ def no_llm_calls(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the dry run built an LLM client")
 
     monkeypatch.setattr(client, "make_client", refuse)
-    for name, cls in plugins.registry("provider").items.items():
+    for cls in plugins.registry("provider").items.values():
         monkeypatch.setattr(cls, "complete", refuse)
 
 
@@ -130,8 +130,8 @@ def test_larger_eps_v_scores_at_least_as_many(workspace: Path, baseline: str, ca
 
 def test_stored_profiles_are_used_and_variant_ld_scores_nothing(workspace: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
-    from llmhd_plugins.llmhd.dry_run import DryRunReport, dry_run, dry_run_config
     from llmhd_cli.datasets import open_dataset
+    from llmhd_plugins.llmhd.dry_run import DryRunReport, dry_run, dry_run_config
 
     dataset = open_dataset(workspace, DATASET)
     users, _ = dataset.read_split("train")

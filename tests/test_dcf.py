@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import call_main, write_ml100k_cut
 
 from llmhd_cli.config import read_toml
 from llmhd_cli.denoising import Decision, Denoiser, SampleBatch
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.objectives import LossSeam, opposite_label_losses, per_sample_losses
 from llmhd_plugins.dcf_denoiser import SPEC, DoubleCorrection, _check, damp, lower_bound_margin
-from cli_helpers import call_main, write_ml100k_cut
 
 DATASET = "small"
 N_USERS = 150
@@ -403,7 +404,7 @@ def test_train_with_dcf(workspace: Path, tmp_path: Path, objective: str) -> None
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1, 2]
     diag = [r["denoiser"] for r in log]
-    for record, d in zip(log, diag):
+    for record, d in zip(log, diag, strict=True):
         assert record["dropped"] == d["dropped"]  # the seam counts what DCF reports
         assert math.isfinite(record["loss"])
         assert {"relabelled", "relabelled_total", "rescued_by_bound", "mean_damped_loss"} <= set(d)

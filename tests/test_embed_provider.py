@@ -67,7 +67,7 @@ def provider():
 
 def by_user(users: np.ndarray, items: np.ndarray) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for u, i in zip(users.tolist(), items.tolist()):
+    for u, i in zip(users.tolist(), items.tolist(), strict=True):
         out.setdefault(u, []).append(i)
     return out
 
@@ -142,7 +142,7 @@ def test_scores_are_integers_in_range_and_calibrated_per_dataset(provider, ml100
     # The reference items themselves spread evenly over 1..10: 102 or 103 each (ties aside), the
     # 12 the profile quotes included (each is scored by the rule its reference cosine was computed by).
     assert all(isinstance(s, int) and 1 <= s <= 10 for s in scores) and counts.max() <= 108 and counts.min() >= 97
-    quoted = [s for r, s in zip(refs, scores) if r in profile.splitlines()]
+    quoted = [s for r, s in zip(refs, scores, strict=True) if r in profile.splitlines()]
     assert len(quoted) == len(profile.splitlines()) and np.mean(quoted) < 9  # not all at the top
 
 
@@ -276,7 +276,7 @@ def test_held_out_items_score_higher_than_random_unobserved_items(provider, ml10
         negatives = [i for i in rng.choice(all_items, size=NEGATIVES * 2, replace=False).tolist() if i not in seen][:NEGATIVES]
         positives = [i for i in test[user] if i in texts]
 
-        def score(item: str) -> int:
+        def score(item: str, user: str = user) -> int:
             r = tset.get("score").render({"user_profile": profiles[user], "item_profile": texts[item], "user_id": user,
                                           "item_id": item, "dataset_dir": str(ml100k.path)})
             return provider.complete(r).value

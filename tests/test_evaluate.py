@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from cli_helpers import assert_user_error, call_main, run_cli, table_row, write_ml100k_cut
+from ranking_helpers import FixedScores
+from ranking_helpers import csr as rows_csr
 from scipy import stats
 
 from llmhd_cli import plugins, runs
 from llmhd_cli.evaluation import METRICS, UserMetrics, evaluate_runs, full_rank_metrics
 from llmhd_cli.llm.base import Provider
-from cli_helpers import assert_user_error, call_main, run_cli, table_row, write_ml100k_cut
-from ranking_helpers import FixedScores
-from ranking_helpers import csr as rows_csr
 
 N_USERS = 60
 USERS = np.arange(1, N_USERS + 1, dtype=np.int64)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 from scipy import stats
 
 from llmhd_cli import plugins, runs
@@ -31,7 +32,6 @@ from llmhd_cli.experiments.grid import derived_name, expand, run_key, same_confi
 from llmhd_cli.experiments.runner import RunOptions, plan_states, run_grid, runs_root
 from llmhd_cli.experiments.spec import load_spec
 from llmhd_cli.training import denoiser_options
-from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 
 N_USERS = 60
 USERS = np.arange(1, N_USERS + 1, dtype=np.int64)
@@ -228,7 +228,7 @@ def fixed_report(tmp_path: Path) -> tuple[Any, Path, dict[str, np.ndarray]]:
     swing = np.where(np.arange(N_USERS) % 2 == 0, 0.02, -0.02)
     change = {"BPR": 0 * gain, "T-CE": gain, "R-CE": swing - 0.002, "Oracle": 0.5 + 0 * gain}
     for cell in plan.cells:
-        for seed, folder in zip((1, 2), cell.folders):
+        for seed, folder in zip((1, 2), cell.folders, strict=True):
             values = base[seed] + change[cell.method]
             finish_run(root, folder, plan.run(folder).config, {"recall@10": values, "ndcg@10": values},
                        {"precision": 0.25 * seed, "recall": 0.5, "f1": 0.3, "dropped_positives": 10})

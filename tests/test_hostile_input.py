@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from cli_helpers import assert_user_error, run_cli
+
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.safe_pickle import RefusedClass, no_globals, restricted_loads
 
@@ -212,7 +212,14 @@ from llm_servers import LocalServer, Reply, openai_completion  # noqa: E402
 
 from llmhd_cli.llm.base import LLMRequest  # noqa: E402
 from llmhd_cli.llm.cache import (  # noqa: E402
-    ANSWERS_DIR, LEGACY_ANSWERS_DIR, MIGRATED_MARKER, AnswerStore, Ledger, StoredAnswer, cache_key, read_ledger,
+    ANSWERS_DIR,
+    LEGACY_ANSWERS_DIR,
+    MIGRATED_MARKER,
+    AnswerStore,
+    Ledger,
+    StoredAnswer,
+    cache_key,
+    read_ledger,
 )
 from llmhd_cli.llm.client import LLMClient  # noqa: E402
 from llmhd_cli.llm.pricing import PriceTable  # noqa: E402

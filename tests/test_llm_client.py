@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from llm_servers import LocalServer, Recorded, Reply, kill_midway, openai_completion
+
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider
 from llmhd_cli.llm.cache import AnswerStore, cache_key, read_ledger
@@ -293,7 +293,7 @@ def test_unknown_provider_and_model_list_known_ones(clean_env, monkeypatch):
 
 def test_settings_precedence_flag_env_config(clean_env, monkeypatch, tmp_path):
     clean_env.write_text('[llm]\nprovider = "openai"\nmodel = "gpt-4o"\nconcurrency = 3\nmax_cost = 2.5\n'
-                         'cache_dir = "%s"\n[llm.api_keys]\nopenai = "%s"\n' % (tmp_path / "c", KEY))
+                         f'cache_dir = "{tmp_path / "c"}"\n[llm.api_keys]\nopenai = "{KEY}"\n')
     s = resolve_settings()
     assert (s.provider, s.model, s.concurrency, s.max_cost, s.api_key) == ("openai", "gpt-4o", 3, 2.5, KEY)
     assert s.cache_dir == tmp_path / "c" and KEY not in repr(s)

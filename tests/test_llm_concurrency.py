@@ -24,8 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
+from cli_helpers import run_cli, write_text_dataset
 from llm_servers import LocalServer, Recorded, Reply, openai_completion
+
 from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.llm.cache import read_ledger
 from llmhd_cli.llm.claims import CLAIMS_FILE, ClaimStore
@@ -35,7 +36,6 @@ from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.summarize import SummarizeOptions, summarize
 from llmhd_plugins.providers_anthropic import AnthropicProvider
 from llmhd_plugins.providers_openai import OpenAIProvider
-from cli_helpers import run_cli, write_text_dataset
 
 FREE = PriceTable.from_dict({})
 

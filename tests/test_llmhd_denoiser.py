@@ -22,13 +22,21 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
+
 from llmhd_cli.denoising import SampleBatch, TrainContext
+from llmhd_plugins.llmhd.denoiser import (
+    OPTIONS,
+    LLMHDDenoiser,
+    falling,
+    hard_pairwise,
+    hard_pointwise,
+    ld_rate,
+    rising,
+    top_fraction,
+)
 from llmhd_plugins.llmhd.judge import JudgeStats
 from llmhd_plugins.llmhd.score_history import ScoreHistory
-from llmhd_plugins.llmhd.denoiser import (OPTIONS, LLMHDDenoiser, falling, hard_pairwise, hard_pointwise, ld_rate,
-                                          rising, top_fraction)
 
 DATASET = "small"
 N_USERS = 150
@@ -96,7 +104,7 @@ def check_trace(recorder: Recorder, n_train: int, objective: str, eps_v: float =
     """B_H ⊆ B_HC ⊆ B_N, dropped = B_N \\ B_H, |B_N| = ceil(eps_l(T) |B|) and |B_HC| as VS picks it."""
     sizes = batch_sizes(n_train, objective)
     assert [b.step for b in recorder.batches] == list(range(EPOCHS * len(sizes)))
-    for b, n in zip(recorder.batches, sizes * EPOCHS):
+    for b, n in zip(recorder.batches, sizes * EPOCHS, strict=True):
         assert b.n_candidates == len(b.candidates) == math.ceil(ld_rate(b.step, ALPHA, EPS_L_MAX) * n)
         assert b.n_hard_candidates == len(b.hard_candidates)
         assert b.hard <= b.hard_candidates <= b.candidates

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_user_error, run_cli, write_ml100k_cut
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import assert_user_error, run_cli, write_ml100k_cut
 from llmhd_cli import runs
 from llmhd_cli.config import TrainConfig
 from llmhd_cli.errors import LLMHDError

@@ -17,16 +17,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
+
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import Provider
 from llmhd_cli.llm.client import LLMClient
 from llmhd_cli.llm.prompts import template_set_for
-from llmhd_plugins.llmhd.judge import LLMJudge, check_judge_accuracy
 from llmhd_cli.prepare import PrepareOptions, prepare_dataset
-from llmhd_plugins.providers_oracle import UNRATED_SCORE, OracleProvider, RatingTable, rating_to_score
+from llmhd_plugins.llmhd.judge import LLMJudge, check_judge_accuracy
+from llmhd_plugins.providers_oracle import (
+    UNRATED_SCORE,
+    OracleProvider,
+    RatingTable,
+    rating_to_score,
+)
 
 N_USERS = 200
 
@@ -68,11 +73,11 @@ def pairs(dataset: PreparedDataset, split: str) -> pd.DataFrame:
 
 def ratings(dataset: PreparedDataset) -> dict[tuple[str, str], float]:
     frame = pd.read_csv(dataset.path / "ratings.tsv", sep="\t", dtype=str)
-    return dict(zip(zip(frame.iloc[:, 0], frame.iloc[:, 1]), frame.iloc[:, 2].astype(float)))
+    return dict(zip(zip(frame.iloc[:, 0], frame.iloc[:, 1], strict=True), frame.iloc[:, 2].astype(float), strict=True))
 
 
 def table_scores(table: RatingTable, frame: pd.DataFrame) -> np.ndarray:
-    return np.array([table.score(u, i) for u, i in zip(frame["user"], frame["item"])])
+    return np.array([table.score(u, i) for u, i in zip(frame["user"], frame["item"], strict=True)])
 
 
 def oracle_score(provider: OracleProvider, dataset: PreparedDataset, user: str, item: str) -> int:
@@ -92,7 +97,7 @@ def test_held_out_positives_score_as_unobserved_and_only_the_leaky_model_sees_th
     for split in ("valid", "test"):
         held = pairs(rated, split)
         assert len(held) > 100
-        for user, item in zip(held["user"][:50], held["item"][:50]):
+        for user, item in zip(held["user"][:50], held["item"][:50], strict=True):
             assert oracle_score(honest, rated, user, item) == UNRATED_SCORE
             assert oracle_score(leaky, rated, user, item) == rating_to_score(truth[(user, item)]) >= 6
         # The whole split, through the loaded tables.
@@ -103,7 +108,7 @@ def test_held_out_positives_score_as_unobserved_and_only_the_leaky_model_sees_th
 def test_pairs_the_rating_filter_removed_are_unobserved(rated: PreparedDataset) -> None:
     truth = ratings(rated)
     train = pairs(rated, "train")
-    seen = set(zip(train["user"], train["item"]))
+    seen = set(zip(train["user"], train["item"], strict=True))
     removed = [(k, r) for k, r in truth.items() if r == 2 and k not in seen]  # low-rated, not drawn as noise
     assert len(removed) > 50
     honest = RatingTable(rated.path)
@@ -132,7 +137,7 @@ def test_random_noise_scores_low_and_clean_ratings_come_from_ratings_tsv(random_
     truth = ratings(random_noise)
     assert set(table_scores(table, noise)) == {1}
     clean = train.iloc[:len(train) - len(noise)]  # prepare appends the noise after the clean pairs
-    assert (table_scores(table, clean) == [rating_to_score(truth[k]) for k in zip(clean["user"], clean["item"])]).all()
+    assert (table_scores(table, clean) == [rating_to_score(truth[k]) for k in zip(clean["user"], clean["item"], strict=True)]).all()
     assert set(table_scores(table, pairs(random_noise, "test"))) == {UNRATED_SCORE}
 
 
@@ -227,7 +232,7 @@ def test_accuracy_zero_is_uniform_and_independent_of_the_truth(rated: PreparedDa
     for value in (1, 10):  # the same spread whatever the true score
         assert abs(np.mean(noisy[true == value]) - 5.5) < 0.3
     # The memo keeps the provider's true answers.
-    assert sorted(judge.memo.values()) == sorted(dict(zip(zip(users.tolist(), items.tolist()), true)).values())
+    assert sorted(judge.memo.values()) == sorted(dict(zip(zip(users.tolist(), items.tolist(), strict=True), true, strict=True)).values())
 
 
 def test_the_cache_keeps_the_true_answers(rated: PreparedDataset, tmp_path: Path, truth: Any) -> None:
@@ -320,10 +325,10 @@ def test_oracle_runs_no_longer_see_the_test_set_and_accuracy_zero_keeps_noise(
     held = set()
     for split in ("valid", "test"):
         frame = pairs(rated, split)
-        held |= set(zip(frame["user"], frame["item"]))
+        held |= set(zip(frame["user"], frame["item"], strict=True))
 
     def held_out_scores(seen: list[tuple[np.ndarray, ...]]) -> np.ndarray:
-        return np.array([s for users, items, scores in seen for u, i, s in zip(users, items, scores)
+        return np.array([s for users, items, scores in seen for u, i, s in zip(users, items, scores, strict=True)
                          if (u, i) in held])
 
     _, seen = oracle_run(ws, tmp_path / "honest", "--hard-rule", "agreement")

@@ -17,15 +17,16 @@ import re
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from cli_helpers import assert_user_error, call_main, run_cli, table_row, write_ml100k_cut
+
 from llmhd_cli.denoising import SampleBatch
 
 ROOT = Path(__file__).resolve().parent.parent

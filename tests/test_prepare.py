@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from cli_helpers import run_cli
 
 from llmhd_cli.datasets import DatasetInfo, open_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.prepare import PrepareOptions, _split_per_user, ensure_prepared, prepare_dataset
-from cli_helpers import run_cli
 
 AMAZON = Path("/work/shared/data/rlmrec/amazon-books")
 
@@ -27,7 +27,7 @@ AMAZON = Path("/work/shared/data/rlmrec/amazon-books")
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
+    return set(zip(frame.iloc[:, 0], frame.iloc[:, 1], strict=True))
 
 
 def read_tsv(path: Path) -> pd.DataFrame:
@@ -128,7 +128,7 @@ def test_ml100k_invariants_and_low_rating_noise(ml100k: Path) -> None:
     assert info.domain == "movies" and info.options["noise_source"] == "low-rating" and info.has_ratings
     ratings = data["ratings"]
     assert len(ratings) == 100_000  # every raw rating, low ones included
-    rated = dict(zip(zip(ratings.iloc[:, 0], ratings.iloc[:, 1]), ratings.iloc[:, 2].astype(float)))
+    rated = dict(zip(zip(ratings.iloc[:, 0], ratings.iloc[:, 1], strict=True), ratings.iloc[:, 2].astype(float), strict=True))
     noise = pairs(data["noise"])
     assert noise and all(rated[p] < 3 for p in noise)
     assert all(rated[p] >= 3 for p in pairs(data["train"]) - noise)
@@ -193,7 +193,7 @@ def test_min_rating_and_kcore_flags(tmp_path: Path, synth: Path) -> None:
     )
     data = check_invariants(ds.path, kcore=8)
     ratings = data["ratings"]
-    rated = dict(zip(zip(ratings.iloc[:, 0], ratings.iloc[:, 1]), ratings.iloc[:, 2].astype(float)))
+    rated = dict(zip(zip(ratings.iloc[:, 0], ratings.iloc[:, 1], strict=True), ratings.iloc[:, 2].astype(float), strict=True))
     assert all(rated[p] >= 4 for p in pairs(data["valid"]) | pairs(data["test"]))
     assert all(rated[p] < 4 for p in pairs(data["noise"]))
 

@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import write_text_dataset
 from llm_servers import LocalServer, Recorded, Reply, openai_completion
+
 from llmhd_cli.datasets import open_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.client import LLMClient
@@ -20,7 +20,12 @@ from llmhd_cli.llm.estimate import estimate
 from llmhd_cli.llm.pricing import PriceTable
 from llmhd_cli.llm.prompts import CUT_MARK, TemplateSet, model_budget, template_set_for
 from llmhd_cli.llm.settings import context_window_setting, resolve_settings
-from llmhd_cli.llm.tokens import DEFAULT_CONTEXT_WINDOW, PromptBudget, context_window, count_prompt_tokens
+from llmhd_cli.llm.tokens import (
+    DEFAULT_CONTEXT_WINDOW,
+    PromptBudget,
+    context_window,
+    count_prompt_tokens,
+)
 from llmhd_cli.summarize import SummarizeOptions, summarize, summarize_requests
 from llmhd_plugins.providers_openai import OpenAIProvider
 

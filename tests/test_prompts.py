@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_cli
+
 from llmhd_cli import plugins
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl

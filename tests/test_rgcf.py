@@ -17,11 +17,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from llmhd_plugins.rgcf import (BipartiteGraph, edge_dot, epoch_diagnostics, graph_matmul, noise_auc,
-                                pruned_edge_noise, row_normalised, summed_cross_entropy)
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 from ranking_helpers import popularity_recall_at_10
+
+from llmhd_plugins.rgcf import (
+    BipartiteGraph,
+    edge_dot,
+    epoch_diagnostics,
+    graph_matmul,
+    noise_auc,
+    pruned_edge_noise,
+    row_normalised,
+    summed_cross_entropy,
+)
 
 DATASET = "small"
 BATCH = 2048
@@ -50,9 +58,10 @@ def rgcf_data(workspace: Path, dataset: str = DATASET, **params: Any) -> Any:
 
 
 def rgcf_model(data: Any) -> torch.nn.Module:
+    from recbole.utils import init_seed
+
     from llmhd_cli import plugins
     from llmhd_cli.recbole_data import build_model
-    from recbole.utils import init_seed
 
     init_seed(2024, reproducibility=True)
     return build_model(data, plugins.registry("backbone").get("rgcf", "--backbone"))
@@ -196,10 +205,11 @@ def test_forward_is_lightgcn_on_the_pruned_row_normalised_graph(data: Any) -> No
 def test_bce_and_bpr_go_through_the_seam(workspace: Path, data: Any) -> None:
     """RGCF's pairwise term is the seam's: under BCE it is the mean BCE of the positive and
     negative logits (with reg and MI off, the whole loss), and the seam sees 2 samples per pair."""
+    from recbole.data.interaction import Interaction
+
     from llmhd_cli import plugins
     from llmhd_cli.denoising import Denoiser
     from llmhd_cli.objectives import LossSeam
-    from recbole.data.interaction import Interaction
 
     backbone = plugins.registry("backbone").get("rgcf", "--backbone")
     model = rgcf_model(rgcf_data(workspace, reg_weight=0.0, MIM_weight=0.0))
@@ -264,8 +274,8 @@ def test_pruning_is_nonempty_changes_the_model_and_is_reproducible(capsys: pytes
     # pruned_rows are the training rows of exactly the pruned pairs
     rows = diag["pruned_rows"]
     _, pruned = model.edge_state()
-    pairs = set(zip(model.graph.rows[pruned].tolist(), model.graph.cols[pruned].tolist()))
-    assert set(zip(run_data.train_users[rows].tolist(), run_data.train_items[rows].tolist())) == pairs
+    pairs = set(zip(model.graph.rows[pruned].tolist(), model.graph.cols[pruned].tolist(), strict=True))
+    assert set(zip(run_data.train_users[rows].tolist(), run_data.train_items[rows].tolist(), strict=True)) == pairs
     expected = pruned_edge_noise(run_data.train_users[rows], run_data.train_items[rows], run_data.train_users,
                                  run_data.train_items, run_data.is_noise, run_data.n_items)
     assert diag["noise"] == expected.to_dict() and diag["noise"]["n_noise"] == int(run_data.is_noise.sum()) > 0

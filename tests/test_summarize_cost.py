@@ -9,17 +9,23 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli, table_row, write_text_dataset
 
 from llmhd_cli import plugins
 from llmhd_cli.datasets import open_dataset
 from llmhd_cli.llm.base import LLMResponse, Provider
-from llmhd_cli.llm.estimate import CostEstimator, EstimateRow, dataset_spending, estimate, expected_output_tokens
+from llmhd_cli.llm.estimate import (
+    CostEstimator,
+    EstimateRow,
+    dataset_spending,
+    estimate,
+    expected_output_tokens,
+)
 from llmhd_cli.llm.profiles import ProfileStore
 from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
 from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.llm.tokens import count_prompt_tokens
 from llmhd_cli.summarize import SummarizeOptions, summarize, summarize_requests
-from cli_helpers import run_cli, table_row, write_text_dataset
 
 BOOKS = {
     "b1": "title: Dune; genres: science fiction, desert planet, politics",

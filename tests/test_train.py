@@ -14,23 +14,24 @@ import io
 import json
 import math
 import shutil
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
+from ranking_helpers import FixedScores, csr, popularity_recall_at_10
 
 from llmhd_cli.config import read_toml
 from llmhd_cli.denoising import Decision, Denoiser, SampleBatch
 from llmhd_cli.evaluation import full_rank_metrics
 from llmhd_cli.objectives import LossSeam, per_sample_losses
 from llmhd_cli.training import NegativeSampler, TrainConfig, load_run_model, pairs_per_batch, train
-from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
-from ranking_helpers import FixedScores, csr, popularity_recall_at_10
 
 DATASET = "small"
 N_USERS = 150
@@ -215,9 +216,10 @@ def test_stored_test_metrics_are_a_fresh_evaluation_of_the_checkpoint(capsys: py
 
 
 def test_load_state_drops_the_cached_embeddings(split: Any) -> None:
+    from recbole.data.interaction import Interaction
+
     from llmhd_cli import plugins
     from llmhd_cli.recbole_data import build_model
-    from recbole.data.interaction import Interaction
 
     backbone = plugins.registry("backbone").get("lightgcn", "--backbone")
     torch.manual_seed(0)
@@ -254,7 +256,7 @@ def test_batch_size_counts_samples_as_recbole_does(workspace: Path, n_train: int
     per_sample = 1 if objective == "bpr" else 2
     sizes = [int(batch.labels.sum()) for batch, _ in recording.epochs[0]]  # positives per batch
     assert sizes == [pairs] * (n_batches - 1) + [n_train - pairs * (n_batches - 1)]
-    assert all(batch.losses.shape[0] == per_sample * size for (batch, _), size in zip(recording.epochs[0], sizes))
+    assert all(batch.losses.shape[0] == per_sample * size for (batch, _), size in zip(recording.epochs[0], sizes, strict=True))
     assert max(batch.losses.shape[0] for batch, _ in recording.epochs[0]) <= batch_size
 
 
@@ -737,10 +739,10 @@ def test_negative_sampler_on_the_prepared_dataset(workspace: Path) -> None:
     backbone = plugins.registry("backbone").get("lightgcn", "--backbone")
     data = load_recbole_data(open_dataset(workspace, DATASET), backbone, {}, 2024, torch.device("cpu"))
     sampler = NegativeSampler(data, np.random.default_rng(1))
-    positives = set(zip(data.train_users.tolist(), data.train_items.tolist()))
+    positives = set(zip(data.train_users.tolist(), data.train_items.tolist(), strict=True))
     for _ in range(5):
         neg = sampler.sample(data.train_users)
-        assert not positives & set(zip(data.train_users.tolist(), neg.tolist()))
+        assert not positives & set(zip(data.train_users.tolist(), neg.tolist(), strict=True))
         assert neg.min() >= 1 and neg.max() < data.n_items
 
 

@@ -26,7 +26,13 @@ from typing import Any
 
 from llmhd_cli.config import TrainConfig, check_value
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.experiments.spec import ExperimentSpec, MethodSpec, PREPARE_KEYS, _check_train_key, check_prepare_value
+from llmhd_cli.experiments.spec import (
+    PREPARE_KEYS,
+    ExperimentSpec,
+    MethodSpec,
+    _check_train_key,
+    check_prepare_value,
+)
 
 NESTED = ("denoiser_params", "backbone_params", "prepare")
 NOT_IDENTITY = ("device", "threads")  # where a run runs, not what it is: outside the hash
@@ -203,7 +209,7 @@ def _method_axes(spec: ExperimentSpec, method: MethodSpec) -> tuple[dict[str, li
 
 
 def _points(grid: dict[str, list], sweep: dict[str, list]) -> list[dict[str, Any]]:
-    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else [{}]
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] if grid else [{}]
     alone = [{key: v} for key, values in sweep.items() for v in values] or [{}]
     return [{**g, **s} for g in combos for s in alone]
 

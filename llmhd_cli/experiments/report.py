@@ -111,7 +111,7 @@ def collect(workspace: Path, plan: Plan, baseline: str | None = None, paired_tes
         raise LLMHDError(f"{plan.spec.path}: no run of experiment '{plan.spec.name}' has finished yet; "
                          f"run: llmhd experiment run {plan.spec.path}")
     folders = [r.folder for r in plan.runs if r.folder in paths]
-    evaluations = {f: e for f, e in zip(folders, evaluate_runs([paths[f] for f in folders], workspace))}
+    evaluations = {f: e for f, e in zip(folders, evaluate_runs([paths[f] for f in folders], workspace), strict=True)}
     results = Results(plan, [], baseline, paired_test, significance)
     results.unfinished = len(plan.runs) - len(folders)
     if results.unfinished:
@@ -164,7 +164,7 @@ def _statistics(evaluations: list[RunEvaluation], spec: Any, paired_test: str, n
                 raise
             notes.append(f"no baseline '{spec.text}' among {'/'.join(map(str, block))}: no p-values there")
             continue
-        for group, row in zip(make_groups(members), rows):  # group_rows keeps make_groups' order
+        for group, row in zip(make_groups(members), rows, strict=True):  # group_rows keeps make_groups' order
             for member in group.members:
                 out[str(member.path)] = row
     return out
@@ -375,7 +375,7 @@ def plot(results: Results, folder: Path) -> list[Path]:
             _axis_figure(plt, results, axis, varying, [c for c in cells if axis not in c.cell.axes],
                          f"{base} · {_display(backbone)} · {objective.upper()}", path)
             written.append(path)
-    for (base, backbone, objective), cells in blocks.items():
+    for (_base, backbone, objective), cells in blocks.items():
         by_dataset: dict[str, list[CellResult]] = {}
         for c in cells:
             by_dataset.setdefault(c.cell.dataset, []).append(c)
@@ -404,7 +404,7 @@ def _axis_figure(plt: Any, results: Results, axis: str, varying: list[CellResult
         references.setdefault(_series_label(c, axis), []).append(c)
     fig, grid = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     try:
-        for ax, metric in zip(grid.flat, METRICS):
+        for ax, metric in zip(grid.flat, METRICS, strict=False):
             for label, members in series.items():
                 members = sorted(members, key=lambda c: c.cell.axes[axis])
                 x = [c.cell.axes[axis] for c in members]
@@ -433,7 +433,7 @@ def _detection_figure(plt: Any, cells: list[CellResult], title: str, path: Path)
     x = np.arange(len(cells))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(cells) + 2), 4.5), constrained_layout=True)
     try:
-        for offset, (key, name) in zip((-0.2, 0.2), (("precision", "precision"), ("recall", "recall"))):
+        for offset, (key, name) in zip((-0.2, 0.2), (("precision", "precision"), ("recall", "recall")), strict=True):
             ax.bar(x + offset, [c.noise[key] for c in cells], width=0.4, label=name)
         ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("final epoch's dropped positives vs injected noise")

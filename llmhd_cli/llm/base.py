@@ -11,8 +11,9 @@ client, so a provider implements only the call itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.redact import mask_secrets

@@ -26,9 +26,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import diskcache
@@ -104,7 +105,7 @@ class StoredAnswer:
     parsed: Any = None
 
     @classmethod
-    def from_dict(cls, data: Any) -> "StoredAnswer":
+    def from_dict(cls, data: Any) -> StoredAnswer:
         """The answer in ``data``; `MalformedEntry` for anything not of the stored shape."""
         if not isinstance(data, dict):
             raise MalformedEntry(f"a {type(data).__name__}, not an object")
@@ -492,7 +493,7 @@ def _ledger_row(row: tuple[Any, ...]) -> LedgerRow:
         return kind(0)
 
     names = [str(v) for v in row[:3]]
-    counts = [number(v, float if c == "cost" else int) for c, v in zip(_COUNTERS, row[3:])]
+    counts = [number(v, float if c == "cost" else int) for c, v in zip(_COUNTERS, row[3:], strict=False)]
     return LedgerRow(*names, *counts, number(row[-2], float), number(row[-1], float))
 
 

@@ -16,10 +16,11 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
@@ -239,7 +240,7 @@ class LLMClient:
         self.ledger.close()
         self.provider.close()
 
-    def __enter__(self) -> "LLMClient":
+    def __enter__(self) -> LLMClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,9 +23,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.llm.base import LLMRequest
@@ -186,7 +187,12 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
 def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
     """T_sum for every user (and item_profile for every item with ``items``), rendered as summarize does."""
     from llmhd_cli.llm.profiles import ProfileStore
-    from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, item_profile_requests, require_item_texts, summarize_requests
+    from llmhd_cli.summarize import (
+        DEFAULT_MAX_ITEMS,
+        item_profile_requests,
+        require_item_texts,
+        summarize_requests,
+    )
 
     require_item_texts(ctx.dataset)
     rows = []
@@ -307,7 +313,6 @@ def training_spending(dataset: PreparedDataset, runs_root: Path | None = None) -
     """
     from llmhd_cli.config import read_toml
     from llmhd_cli.errors import LLMHDError
-
     from llmhd_cli.workspace import runs_dir
 
     root = Path(runs_root) if runs_root is not None else runs_dir(Path(dataset.path).parent.parent)

@@ -41,7 +41,7 @@ class PriceTable:
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "price table") -> "PriceTable":
+    def from_dict(cls, data: dict[str, Any], source: str = "price table") -> PriceTable:
         table = cls()
         table.update(data, source)
         return table

@@ -33,15 +33,17 @@ import json
 import re
 import shutil
 import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llmhd_cli.config import read_toml
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import TASKS, LLMRequest
-from llmhd_cli.llm.tokens import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD_TOKENS, PromptBudget
+from llmhd_cli.llm.tokens import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD_TOKENS
+from llmhd_cli.llm.tokens import PromptBudget
 
 GENERIC_SET = "items"  # the set used for a domain no other set serves
 SET_FILE = "set.toml"
@@ -259,7 +261,7 @@ class Template:
         for _ in range(8):
             # Leave texts out of the lists (from the end) until every text kept can have the minimum.
             while True:
-                kept = [c for (n, k, _), c in zip(pieces, counts) if k is None or k < keep[n]]
+                kept = [c for (n, k, _), c in zip(pieces, counts, strict=True) if k is None or k < keep[n]]
                 if sum(min(c, MIN_LISTED_TOKENS + mark) for c in kept) <= room or not any(keep.values()):
                     break
                 longest_list = max(keep, key=lambda n: keep[n])
@@ -268,7 +270,7 @@ class Template:
             out = dict(values)
             cut = sum(len(items) - keep[n] for n, items in lists.items())
             shortened: dict[tuple[str, int | None], str] = {}
-            for (n, k, t), c in zip(pieces, counts):
+            for (n, k, t), c in zip(pieces, counts, strict=True):
                 if k is not None and k >= keep[n]:
                     continue
                 if c > cap:
@@ -336,15 +338,15 @@ class TemplateSet:
     def serves(self, domain: str) -> bool:
         return domain == self.name or domain in self.domains
 
-    def with_budget(self, budget: PromptBudget | None) -> "TemplateSet":
+    def with_budget(self, budget: PromptBudget | None) -> TemplateSet:
         """This set with every template rendering to ``budget`` (a model's context window)."""
         return replace(self, templates={t: replace(tpl, budget=budget) for t, tpl in self.templates.items()})
 
-    def for_model(self, provider: Any, model: str, context_window: int | None = None) -> "TemplateSet":
+    def for_model(self, provider: Any, model: str, context_window: int | None = None) -> TemplateSet:
         """This set rendering prompts that fit ``model`` (see `model_budget`)."""
         return self.with_budget(model_budget(provider, model, context_window))
 
-    def merged_with(self, override: "TemplateSet") -> "TemplateSet":
+    def merged_with(self, override: TemplateSet) -> TemplateSet:
         """This set with the override's templates replacing ours task by task."""
         templates = dict(self.templates)
         templates.update(override.templates)
@@ -353,7 +355,7 @@ class TemplateSet:
                        domains=tuple(dict.fromkeys(self.domains + override.domains)))
 
     @classmethod
-    def from_dir(cls, path: Path, origin: str = "built-in", name: str | None = None) -> "TemplateSet":
+    def from_dir(cls, path: Path, origin: str = "built-in", name: str | None = None) -> TemplateSet:
         """Load and validate every ``*.toml`` in ``path`` (``set.toml`` holds the set's metadata)."""
         path = Path(path)
         meta: dict[str, Any] = {}

@@ -25,14 +25,15 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.hookspecs import hookimpl
+from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.llm.estimate import CostEstimator, EstimateContext, EstimateRow, rows_for_requests
 
 log = logging.getLogger(__name__)

@@ -47,10 +47,10 @@ class JudgeStats:
     profile_updates: int = 0
     simulated_errors: int = 0  # scores handed out replaced by a random one (judge_accuracy < 1)
 
-    def minus(self, other: "JudgeStats") -> "JudgeStats":
+    def minus(self, other: JudgeStats) -> JudgeStats:
         return JudgeStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
-    def copy(self) -> "JudgeStats":
+    def copy(self) -> JudgeStats:
         return JudgeStats(**asdict(self))
 
 
@@ -117,7 +117,7 @@ class LLMJudge:
         """The provider's answers (memo, then cache, then calls)."""
         out = np.full(len(users), np.nan)
         todo: dict[tuple[int, int, int], list[int]] = {}
-        for n, (u, i) in enumerate(zip(users.tolist(), items.tolist())):
+        for n, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
             key = (u, int(self.versions[u]), i)
             if key in self.memo:
                 out[n] = self.memo[key]
@@ -146,7 +146,7 @@ class LLMJudge:
             values = self._send_bulk("score", template.name, variables)
         else:
             values = self._send([template.render(v, structured=self.structured) for v in variables])
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=True):
             self.memo[key] = math.nan if value is None else float(value)
         for key, positions in todo.items():
             out[positions] = self.memo[key]
@@ -206,7 +206,7 @@ class LLMJudge:
                 "user_id": str(self.user_tokens[u]), "dataset_dir": self.dataset_dir, "dataset_version": self.dataset_version,
             }, structured=self.structured))
         changed = 0
-        for u, value in zip(users, self._send(requests)):
+        for u, value in zip(users, self._send(requests), strict=True):
             if not value:
                 continue
             if self.versions[u] == 0:
