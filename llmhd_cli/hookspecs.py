@@ -14,14 +14,21 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
+    from llmhd_cli.backbones import Backbone
+    from llmhd_cli.datasets import DatasetSource
+    from llmhd_cli.denoising import DenoiserSpec
+    from llmhd_cli.llm.base import Provider
     from llmhd_cli.llm.estimate import CostEstimator
+    from llmhd_cli.llm.prompts import TemplateSet
 
 hookspec = pluggy.HookspecMarker("llmhd")
 hookimpl = pluggy.HookimplMarker("llmhd")
 
 
 @hookspec
-def register_backbones(register):
+def register_backbones(register: Callable[[Backbone], None]) -> None:
     """Register recommendation backbones.
 
     Call ``register(backbone)`` with an `llmhd_cli.backbones.Backbone` for each model. A
@@ -31,7 +38,7 @@ def register_backbones(register):
 
 
 @hookspec
-def register_denoisers(register):
+def register_denoisers(register: Callable[[DenoiserSpec], None]) -> None:
     """Register denoisers.
 
     Call ``register(spec)`` with an `llmhd_cli.denoising.DenoiserSpec`: a name, a factory
@@ -41,7 +48,7 @@ def register_denoisers(register):
 
 
 @hookspec
-def register_datasets(register):
+def register_datasets(register: Callable[[DatasetSource], None]) -> None:
     """Register dataset sources and built-in datasets.
 
     Call ``register(source)`` with an `llmhd_cli.datasets.DatasetSource`: something that
@@ -51,12 +58,12 @@ def register_datasets(register):
 
 
 @hookspec
-def register_commands(cli):
+def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``llmhd`` Click group ``cli`` (e.g. with ``@cli.command()``)."""
 
 
 @hookspec
-def register_providers(register):
+def register_providers(register: Callable[[type[Provider]], None]) -> None:
     """Register LLM providers.
 
     Call ``register(provider_class)`` with a subclass of `llmhd_cli.llm.base.Provider` (its
@@ -65,7 +72,7 @@ def register_providers(register):
 
 
 @hookspec
-def register_prompt_templates(register):
+def register_prompt_templates(register: Callable[[TemplateSet], None]) -> None:
     """Register prompt template sets.
 
     Call ``register(template_set)`` with an `llmhd_cli.llm.prompts.TemplateSet` (a named set
