@@ -29,22 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
+from llmhd_cli.denoising import Decision, Denoiser, SampleBatch, TrainContext
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.hookspecs import hookimpl
 from llmhd_plugins.llmhd.judge import JudgeStats, LLMJudge, check_judge_accuracy
+
+# The option declarations and the registration live in options.py (torch-free, for llmhd --help).
+from llmhd_plugins.llmhd.options import OPTIONS as OPTIONS
+from llmhd_plugins.llmhd.options import VARIANTS
 from llmhd_plugins.llmhd.score_history import ScoreHistory
 
 log = logging.getLogger(__name__)
 
-# Table 2's ablation rows: which modules run.
-VARIANTS = {
-    "ld": dict(lms=False, pruning=None, pu=False),
-    "ld-rs-lms": dict(lms=True, pruning="random", pu=False),
-    "ld-vs-lms": dict(lms=True, pruning="variance", pu=False),
-    "full": dict(lms=True, pruning="variance", pu=True),
-}
-HARD_RULES = ("paper", "literal", "agreement")
 
 
 # ---------------------------------------------------------------------- schedules (Eq. 7, 13, 14, 16)
@@ -406,7 +401,8 @@ def _build(options: dict[str, Any], context: TrainContext, dry: bool,
     return LLMHDDenoiser(options, context, judge)
 
 
-def _factory(options: dict[str, Any], context: TrainContext) -> Denoiser:
+def build_denoiser(options: dict[str, Any], context: TrainContext) -> Denoiser:
+    """The ``llmhd`` denoiser of a training run (the spec's factory, `options.SPEC`, calls it)."""
     return _build(options, context, dry=False)
 
 
@@ -416,45 +412,3 @@ def build_dry_run(options: dict[str, Any], context: TrainContext,
     score is unknown (so B_HC is dropped as in LD) and ``denoiser.judge.dry_requests`` collects
     the unique T_score / T_fp / T_fn requests a real run would send. Used by ``llmhd cost``."""
     return _build(options, context, dry=True, user_profiles=user_profiles)
-
-
-OPTIONS = [
-    Option("variant", str, "full", "llmhd: modules to run, Table 2's rows: ld, ld-rs-lms, ld-vs-lms, full (LD+VS+LMS+PU)",
-           choices=tuple(VARIANTS)),
-    Option("alpha", float, 10000.0, "llmhd: schedule speed: eps_l(T) reaches eps_l_max after alpha iterations; thresholds move by 1 per alpha iterations"),
-    Option("eps_l_max", float, 0.05, "llmhd: maximum fraction of a batch taken as noise candidates (LD)"),
-    Option("ld_schedule", str, "tce", "llmhd: LD rate: tce = eps_l_max * min(T/alpha, 1) (the authors' code); paper = min(T/alpha, eps_l_max) as printed",
-           choices=("paper", "tce")),
-    Option("eps_v", float, 0.5, "llmhd: top fraction of candidates by score variance sent to the LLM (VS)"),
-    Option("pruning", str, None, "llmhd: variance (VS) or random (RS); default from --variant", choices=("variance", "random")),
-    Option("history", int, 5, "llmhd: epochs of score history for the variance (m)"),
-    Option("eps_gamma", int, 5, "llmhd: flags before a false positive/negative updates the user's profile (PU)"),
-    Option("hard_rule", str, "agreement", "llmhd: hard-sample rule: agreement (keep a candidate the LLM confirms; measured best, "
-           "docs/llmhd.md), paper (the text: keep what the LLM doubts), literal (Eq. 15 as printed)",
-           choices=HARD_RULES),
-    Option("eps_pos_max", float, 8.0, "llmhd: pointwise positive threshold start (falls to --eps-pos-min)"),
-    Option("eps_pos_min", float, 6.0, "llmhd: pointwise positive threshold floor"),
-    Option("eps_neg_min", float, 2.0, "llmhd: pointwise negative threshold start (rises to --eps-neg-max)"),
-    Option("eps_neg_max", float, 4.0, "llmhd: pointwise negative threshold ceiling"),
-    Option("eps_pair_max", float, 7.0, "llmhd: pairwise threshold start (falls to --eps-pair-min)"),
-    Option("eps_pair_min", float, 3.0, "llmhd: pairwise threshold floor"),
-    Option("provider", str, None, "llmhd: LLM provider for scoring [default: LLMHD_PROVIDER or config [llm], else embed]"),
-    Option("model", str, None, "llmhd: LLM model [default: the provider's first]"),
-    Option("base_url", str, None, "llmhd: base URL of an OpenAI-compatible server"),
-    Option("concurrency", int, None, "llmhd: concurrent LLM calls"),
-    Option("max_cost", float, None, "llmhd: LLM budget in dollars; when reached, training goes on without LLM scoring"),
-    Option("structured", bool, False, "llmhd: ask for structured (JSON schema) scores where the provider supports it"),
-    Option("prompts", str, None, "llmhd: folder of prompt templates overriding the shipped ones"),
-    Option("judge_accuracy", float, 1.0, "llmhd: simulated judge error: with probability 1 - p a score is replaced "
-           "by a uniform random one in 1..10 (seeded; sweeps how accurate the LLM must be, e.g. with the oracle)"),
-]
-
-
-@hookimpl
-def register_denoisers(register):
-    register(DenoiserSpec(
-        "llmhd",
-        "LLMHD (the paper): loss-based candidates, variance pruning, LLM hard-sample scoring, preference updates",
-        _factory,
-        OPTIONS,
-    ))

@@ -1,0 +1,77 @@
+"""The ``llmhd`` denoiser's registration: its options (``llmhd train`` flags) and a factory.
+
+Torch-free on purpose: ``llmhd --help`` and ``llmhd train --help`` load every plugin module to
+list its commands and build the denoisers' flags, and only a training run needs the
+implementation (`llmhd_plugins.llmhd.denoiser`, torch), which the factory imports when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmhd_cli.denoising import DenoiserSpec, Option
+from llmhd_cli.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from llmhd_cli.denoising import Denoiser, TrainContext
+    from llmhd_cli.plugins import Register
+
+# Table 2's ablation rows: which modules run.
+VARIANTS = {
+    "ld": dict(lms=False, pruning=None, pu=False),
+    "ld-rs-lms": dict(lms=True, pruning="random", pu=False),
+    "ld-vs-lms": dict(lms=True, pruning="variance", pu=False),
+    "full": dict(lms=True, pruning="variance", pu=True),
+}
+HARD_RULES = ("paper", "literal", "agreement")
+
+OPTIONS = [
+    Option("variant", str, "full", "llmhd: modules to run, Table 2's rows: ld, ld-rs-lms, ld-vs-lms, full (LD+VS+LMS+PU)",
+           choices=tuple(VARIANTS)),
+    Option("alpha", float, 10000.0, "llmhd: schedule speed: eps_l(T) reaches eps_l_max after alpha iterations; thresholds move by 1 per alpha iterations"),
+    Option("eps_l_max", float, 0.05, "llmhd: maximum fraction of a batch taken as noise candidates (LD)"),
+    Option("ld_schedule", str, "tce", "llmhd: LD rate: tce = eps_l_max * min(T/alpha, 1) (the authors' code); paper = min(T/alpha, eps_l_max) as printed",
+           choices=("paper", "tce")),
+    Option("eps_v", float, 0.5, "llmhd: top fraction of candidates by score variance sent to the LLM (VS)"),
+    Option("pruning", str, None, "llmhd: variance (VS) or random (RS); default from --variant", choices=("variance", "random")),
+    Option("history", int, 5, "llmhd: epochs of score history for the variance (m)"),
+    Option("eps_gamma", int, 5, "llmhd: flags before a false positive/negative updates the user's profile (PU)"),
+    Option("hard_rule", str, "agreement", "llmhd: hard-sample rule: agreement (keep a candidate the LLM confirms; measured best, "
+           "docs/llmhd.md), paper (the text: keep what the LLM doubts), literal (Eq. 15 as printed)",
+           choices=HARD_RULES),
+    Option("eps_pos_max", float, 8.0, "llmhd: pointwise positive threshold start (falls to --eps-pos-min)"),
+    Option("eps_pos_min", float, 6.0, "llmhd: pointwise positive threshold floor"),
+    Option("eps_neg_min", float, 2.0, "llmhd: pointwise negative threshold start (rises to --eps-neg-max)"),
+    Option("eps_neg_max", float, 4.0, "llmhd: pointwise negative threshold ceiling"),
+    Option("eps_pair_max", float, 7.0, "llmhd: pairwise threshold start (falls to --eps-pair-min)"),
+    Option("eps_pair_min", float, 3.0, "llmhd: pairwise threshold floor"),
+    Option("provider", str, None, "llmhd: LLM provider for scoring [default: LLMHD_PROVIDER or config [llm], else embed]"),
+    Option("model", str, None, "llmhd: LLM model [default: the provider's first]"),
+    Option("base_url", str, None, "llmhd: base URL of an OpenAI-compatible server"),
+    Option("concurrency", int, None, "llmhd: concurrent LLM calls"),
+    Option("max_cost", float, None, "llmhd: LLM budget in dollars; when reached, training goes on without LLM scoring"),
+    Option("structured", bool, False, "llmhd: ask for structured (JSON schema) scores where the provider supports it"),
+    Option("prompts", str, None, "llmhd: folder of prompt templates overriding the shipped ones"),
+    Option("judge_accuracy", float, 1.0, "llmhd: simulated judge error: with probability 1 - p a score is replaced "
+           "by a uniform random one in 1..10 (seeded; sweeps how accurate the LLM must be, e.g. with the oracle)"),
+]
+
+
+def build(options: dict[str, Any], context: TrainContext) -> Denoiser:
+    """Build the denoiser for one run (imports the torch implementation now)."""
+    from llmhd_plugins.llmhd.denoiser import build_denoiser
+
+    return build_denoiser(options, context)
+
+
+SPEC = DenoiserSpec(
+    "llmhd",
+    "LLMHD (the paper): loss-based candidates, variance pruning, LLM hard-sample scoring, preference updates",
+    build,
+    OPTIONS,
+)
+
+
+@hookimpl
+def register_denoisers(register: Register) -> None:
+    register(SPEC)
