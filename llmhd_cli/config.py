@@ -22,7 +22,7 @@ from typing import Any
 try:  # Python 3.11+ has tomllib; tomli is the same parser for older versions.
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from llmhd_cli.errors import LLMHDError
 

@@ -156,7 +156,7 @@ def _collect(hook_name: str, kind: str) -> Registry:
     impls = getattr(pm.hook, hook_name).get_hookimpls()
     providers = [i.plugin for i in impls if not (i.hookwrapper or i.wrapper)]  # wrappers wrap every call
     for plugin in providers:
-        owner = pm.get_name(plugin) or getattr(plugin, "__name__", "?")
+        owner = str(pm.get_name(plugin) or getattr(plugin, "__name__", "?"))
 
         def register(obj: Any, _owner: str = owner) -> None:
             name = getattr(obj, "name", "?")
@@ -208,7 +208,7 @@ def add_commands(cli: Any) -> None:
 
 def plugin_names() -> list[str]:
     load_plugins()
-    return [pm.get_name(p) for p in pm.get_plugins()]
+    return [pm.get_name(p) or repr(p) for p in pm.get_plugins()]
 
 
 Register = Callable[[Any], None]

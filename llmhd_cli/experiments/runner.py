@@ -239,7 +239,7 @@ class _Tally:
         return cached[1]
 
     def refresh(self, status: GridStatus, folders: list[str], running: dict[str, PlannedRun]) -> None:
-        totals = dict.fromkeys(LLM_COUNTERS, 0)
+        totals: dict[str, float] = dict.fromkeys(LLM_COUNTERS, 0)
         for folder in folders:
             p = self.progress(folder)
             for key in LLM_COUNTERS:
@@ -619,6 +619,7 @@ def _ray_grid(options: RunOptions, tasks: list, running: dict, tick: Callable, f
 
     owned = not ray.is_initialized()
     if owned:
+        assert options.ray is not None  # the grid runs on Ray only when an address was given
         connect_ray(options.ray)
     try:
         status.parallel = max(1, int(ray.cluster_resources().get("CPU", 1) // options.cpus_per_run))
