@@ -4,13 +4,13 @@ Optionally item profiles first (``--items``: the ``item_profile`` template turns
 attributes into a profile). All calls go through the LLM client (cache, ledger, budget). The
 profiles are stored with the dataset (`llmhd_cli.llm.profiles`), versioned by provider, model
 and template hash; the spending of the run is recorded with the dataset too
-(`llmhd_cli.llm.estimate.record_spending`).
+(`llmhd_cli.llm.ledger.record_spending`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,8 +19,10 @@ import numpy as np
 from llmhd_cli.datasets import PreparedDataset, open_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.batch import BatchRunStats
 from llmhd_cli.llm.profiles import ProfileStore, ProfileVersion
 from llmhd_cli.llm.prompts import TemplateSet, template_set_for
+from llmhd_cli.llm.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +35,19 @@ class SummarizeOptions:
     prompts: str | None = None  # folder overriding the shipped templates
     items: bool = False  # generate item profiles first
     max_items: int = DEFAULT_MAX_ITEMS
+    batch: bool = False  # uncached prompts through the provider's batch API (`llmhd_cli.llm.batch`)
+    batch_fallback: bool = False  # batch requests that come back unanswered: normal calls, not failures
 
 
-@dataclass
-class TemplateStats:
-    """One row of the run table (the paper's Table 4 columns), for one template."""
+@dataclass(kw_only=True)
+class TemplateStats(Usage):
+    """One row of the run table (the paper's Table 4 columns): one template's `Usage` in this run."""
 
     template: str
     provider: str
     model: str
     requests: int = 0
-    calls: int = 0  # paid provider calls (re-asks included)
-    cache_hits: int = 0
-    failures: int = 0
     budget_skipped: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
 
 
 @dataclass
@@ -67,6 +65,7 @@ class SummarizeResult:
     rows: list[TemplateStats] = field(default_factory=list)
     budget_exhausted: bool = False
     skipped_users: int = 0  # users none of whose training items has a text
+    batch: BatchRunStats | None = None  # with --batch: batches submitted, picked up, answered
 
 
 class Progress(Protocol):
@@ -150,20 +149,29 @@ def hash_id(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-def _run_phase(client: Any, requests: list[LLMRequest], label: str, progress: Progress | None) -> tuple[list, TemplateStats]:
-    """Run one template's requests; the stats row is the client's counters' difference."""
-    before = {f.name: getattr(client.stats, f.name) for f in fields(client.stats)}
+def _run_phase(client: Any, requests: list[LLMRequest], label: str, progress: Progress | None,
+               batch: BatchRunStats | None = None, fallback: bool = False) -> tuple[list, TemplateStats]:
+    """Run one template's requests; the row is that template's usage in this call (`LLMClient.usage`).
+
+    With ``batch`` the uncached ones go through the provider's batch API (`run_batched`), whose
+    counts are added to ``batch``; a ``progress`` with ``batch_start``/``batch_poll`` shows the polls.
+    """
+    template = requests[0].template if requests else label
+    before, skipped = client.usage.snapshot(), client.stats.budget_skipped
     if progress is not None:
         progress.start(label, len(requests))
-    results = client.run(requests, on_result=progress.update if progress is not None else None)
-    after = client.stats
-    delta = {k: getattr(after, k) - v for k, v in before.items() if not isinstance(v, bool)}
-    row = TemplateStats(
-        template=requests[0].template if requests else label, provider=client.provider.name,
-        model=client.provider.model, requests=len(requests), calls=delta["calls"],
-        cache_hits=delta["cache_hits"], failures=delta["failures"], budget_skipped=delta["budget_skipped"],
-        input_tokens=delta["input_tokens"], output_tokens=delta["output_tokens"], cost=delta["cost"],
-    )
+    on_result = progress.update if progress is not None else None
+    if batch is not None:
+        from llmhd_cli.llm.batch import run_batched
+
+        observer = progress if hasattr(progress, "batch_poll") else None
+        results = run_batched(client, requests, label=f"{label}: batch", observer=observer,  # type: ignore[arg-type]
+                              on_result=on_result, fallback=fallback, stats=batch)
+    else:
+        results = client.run(requests, on_result=on_result)
+    row = TemplateStats(template=template, provider=client.provider.name, model=client.provider.model,
+                        requests=len(requests), budget_skipped=client.stats.budget_skipped - skipped)
+    row.add(client.usage.since(before).get(template, Usage()))
     return results, row
 
 
@@ -185,7 +193,7 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
               progress: Progress | None = None) -> SummarizeResult:
     """Summarize every user of ``options.dataset``; see the module docstring."""
     from llmhd_cli.llm.client import make_client
-    from llmhd_cli.llm.estimate import record_spending
+    from llmhd_cli.llm.ledger import record_spending
 
     dataset = open_dataset(workspace, options.dataset)
     require_item_texts(dataset)  # a dataset without item texts fails here, before any call
@@ -193,6 +201,12 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
         raise LLMHDError(f"--max-items: must be at least 1, got {options.max_items}")
     tset = template_set_for(dataset.info.domain, options.prompts)
     store = ProfileStore(dataset)
+    batch = BatchRunStats() if options.batch else None
+    if batch is not None:  # a provider without a batch API is one line, before anything is sent
+        from llmhd_cli import plugins
+        from llmhd_cli.llm.batch import require_batch
+
+        require_batch(plugins.registry("provider").get(settings.provider, "--provider"))
     client = make_client(settings, workspace)
     provider = client.provider
     # Prompts cut to the model's context window at render time, exactly as `llmhd cost` renders them.
@@ -201,7 +215,7 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
     try:
         if options.items:
             requests = item_profile_requests(dataset, tset)
-            results, row = _run_phase(client, requests, "item profiles", progress)
+            results, row = _run_phase(client, requests, "item profiles", progress, batch, options.batch_fallback)
             rows.append(row)
             _report_failures("item profiles", results, "those items keep their raw text")
             generated = {r.request.variables["item_id"]: str(r.value) for r in results if r.ok and r.value}
@@ -213,7 +227,7 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
         requests, skipped = summarize_requests(dataset, tset, texts, options.max_items)
         if not requests:
             raise LLMHDError(f"dataset '{dataset.name}': no user has a training item with a text; nothing to summarize")
-        results, row = _run_phase(client, requests, "user summaries", progress)
+        results, row = _run_phase(client, requests, "user summaries", progress, batch, options.batch_fallback)
         rows.append(row)
         failed = _report_failures("user summaries", results, "those users have no profile; rerun to retry them",
                                   all_is_error=True)
@@ -236,5 +250,5 @@ def summarize(workspace: Path, settings: Any, options: SummarizeOptions,
         dataset=dataset.name, provider=provider.name, model=provider.model, template_set=tset.name,
         upper_bound=bool(provider.upper_bound), generative=bool(provider.generative), users=len(requests),
         profiles=len(profiles), path=path, item_source=item_source, rows=rows, budget_exhausted=budget,
-        skipped_users=skipped,
+        skipped_users=skipped, batch=batch,
     )

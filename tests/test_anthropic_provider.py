@@ -13,8 +13,8 @@ from llm_servers import LocalServer, Recorded, Reply
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
-from llmhd_cli.llm.cache import read_ledger
 from llmhd_cli.llm.client import LLMClient
+from llmhd_cli.llm.ledger import read_ledger
 from llmhd_cli.llm.pricing import PriceTable
 from llmhd_plugins.providers_anthropic import AnthropicProvider
 

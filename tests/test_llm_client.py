@@ -17,8 +17,9 @@ from llm_servers import LocalServer, Recorded, Reply, kill_midway, openai_comple
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider
-from llmhd_cli.llm.cache import AnswerStore, cache_key, read_ledger
+from llmhd_cli.llm.cache import AnswerStore, cache_key
 from llmhd_cli.llm.client import LLMClient, expected_score, make_client
+from llmhd_cli.llm.ledger import read_ledger
 from llmhd_cli.llm.pricing import PriceTable, load_prices
 from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.llm.tokens import estimate_tokens

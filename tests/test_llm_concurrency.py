@@ -28,9 +28,9 @@ from cli_helpers import run_cli, write_text_dataset
 from llm_servers import LocalServer, Recorded, Reply, openai_completion
 
 from llmhd_cli.llm.base import LLMRequest
-from llmhd_cli.llm.cache import read_ledger
 from llmhd_cli.llm.claims import CLAIMS_FILE, ClaimStore
 from llmhd_cli.llm.client import LLMClient
+from llmhd_cli.llm.ledger import read_ledger
 from llmhd_cli.llm.pricing import PriceTable
 from llmhd_cli.llm.settings import resolve_settings
 from llmhd_cli.summarize import SummarizeOptions, summarize

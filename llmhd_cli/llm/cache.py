@@ -1,4 +1,4 @@
-"""The answer store (diskcache) and the spending ledger (SQLite), both in the LLM cache dir.
+"""The answer store (diskcache) in the LLM cache dir; the spending ledger beside it is `llmhd_cli.llm.ledger`.
 
 Layout of a cache dir::
 
@@ -37,13 +37,13 @@ from diskcache.core import DEFAULT_SETTINGS, METADATA, MODE_RAW, UNKNOWN
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.ledger import LEDGER_FILE, Ledger, LedgerRow, read_ledger  # noqa: F401  (their home before)
 from llmhd_cli.safe_pickle import no_globals, restricted_loads
 
 log = logging.getLogger(__name__)
 
 # Bump when the key recipe or the stored dict changes shape: old entries then simply miss.
 CACHE_VERSION = 1
-LEDGER_FILE = "ledger.sqlite"
 ANSWERS_DIR = "answers-json"
 LEGACY_ANSWERS_DIR = "answers"  # pickled values (diskcache's default Disk), llmhd before the JSON store
 MIGRATED_MARKER = "migrated-from-answers.json"  # in ANSWERS_DIR once the legacy store was copied
@@ -406,103 +406,3 @@ def migrate_legacy(cache_dir: Path, store: AnswerStore) -> Migration:
                 "data); the old folder is no longer read and can be deleted",
                 store.path, result.copied, LEGACY_ANSWERS_DIR, result.skipped)
     return result
-
-
-@dataclass
-class LedgerRow:
-    """Totals for one (template, provider, model) over every run that used this cache dir."""
-
-    template: str
-    provider: str
-    model: str
-    calls: int = 0  # calls actually sent and answered (paid), re-asks included
-    cache_hits: int = 0  # answers served from the cache (free)
-    failures: int = 0  # requests that ended without a usable answer
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0  # US dollars
-    estimated_calls: int = 0  # paid calls whose tokens were estimated, not reported by the API
-    first_used: float = 0.0  # unix time
-    last_used: float = 0.0
-
-
-_COUNTERS = ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost", "estimated_calls")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (
-    template TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
-    calls INTEGER NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0, input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0, cost REAL NOT NULL DEFAULT 0,
-    estimated_calls INTEGER NOT NULL DEFAULT 0,
-    first_used REAL NOT NULL, last_used REAL NOT NULL,
-    PRIMARY KEY (template, provider, model)
-)
-"""
-
-
-class Ledger:
-    """Persistent counters; each `add` is one atomic UPSERT, so concurrent processes add up."""
-
-    def __init__(self, cache_dir: Path) -> None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        self.path = Path(cache_dir) / LEDGER_FILE
-        self._lock = threading.Lock()
-        # Plain SQLite columns: no converters (detect_types=0), so nothing is ever unpickled here.
-        self._conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(_SCHEMA)
-            self._conn.execute(f"SELECT template, provider, model, {', '.join(_COUNTERS)}, first_used, last_used "
-                               "FROM ledger LIMIT 0")
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise LLMHDError(f"{self.path}: not an llmhd ledger ({exc}); move it away or delete it") from None
-
-    def add(self, template: str, provider: str, model: str, **counts: float) -> None:
-        unknown = set(counts) - set(_COUNTERS)
-        if unknown:
-            raise KeyError(f"unknown ledger counters: {sorted(unknown)}")
-        values = [counts.get(c, 0) for c in _COUNTERS]
-        now = time.time()
-        updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNTERS)
-        sql = (f"INSERT INTO ledger (template, provider, model, {', '.join(_COUNTERS)}, first_used, last_used) "
-               f"VALUES (?, ?, ?, {', '.join('?' for _ in _COUNTERS)}, ?, ?) "
-               f"ON CONFLICT (template, provider, model) DO UPDATE SET {updates}, last_used = excluded.last_used")
-        with self._lock:
-            self._conn.execute(sql, [template, provider, model, *values, now, now])
-
-    def rows(self) -> list[LedgerRow]:
-        with self._lock:
-            cur = self._conn.execute(
-                f"SELECT template, provider, model, {', '.join(_COUNTERS)}, first_used, last_used FROM ledger "
-                "ORDER BY template, provider, model")
-            return [_ledger_row(row) for row in cur.fetchall()]
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-def _ledger_row(row: tuple[Any, ...]) -> LedgerRow:
-    # SQLite keeps whatever type was written; a value planted as text must not reach the tables
-    # as one (formatting it as a number would crash): numbers that are not numbers read as 0.
-    def number(value: Any, kind: type) -> Any:
-        if type(value) in (int, float) and math.isfinite(value):
-            return kind(value)
-        return kind(0)
-
-    names = [str(v) for v in row[:3]]
-    counts = [number(v, float if c == "cost" else int) for c, v in zip(_COUNTERS, row[3:], strict=False)]
-    return LedgerRow(*names, *counts, number(row[-2], float), number(row[-1], float))
-
-
-def read_ledger(cache_dir: Path) -> list[LedgerRow]:
-    """Every ledger row of a cache dir ([] when nothing was ever spent there)."""
-    if not (Path(cache_dir) / LEDGER_FILE).exists():
-        return []
-    ledger = Ledger(cache_dir)
-    try:
-        return ledger.rows()
-    finally:
-        ledger.close()

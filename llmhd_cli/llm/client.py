@@ -24,10 +24,12 @@ from typing import Any
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.cache import AnswerStore, Ledger, StoredAnswer, cache_key
+from llmhd_cli.llm.cache import AnswerStore, StoredAnswer, cache_key
 from llmhd_cli.llm.claims import ClaimStore
+from llmhd_cli.llm.ledger import Ledger
 from llmhd_cli.llm.pricing import PriceTable, load_prices
 from llmhd_cli.llm.tokens import count_prompt_tokens
+from llmhd_cli.llm.usage import Usage, UsageMeter
 from llmhd_cli.redact import mask_secrets, mask_url, url_secrets
 
 log = logging.getLogger(__name__)
@@ -67,20 +69,16 @@ class LLMResult:
 
 
 @dataclass
-class RunStats:
-    """What this client did, over all its `run` calls."""
+class RunStats(Usage):
+    """What this client did, over all its `run` calls: its `Usage` (paid tokens only) and more.
+
+    Per template (phase), the same counters are in ``LLMClient.usage`` (a `UsageMeter`).
+    """
 
     requests: int = 0
-    calls: int = 0  # provider calls that were answered (paid), re-asks included
-    cache_hits: int = 0
-    failures: int = 0  # requests that ended without a usable value (budget stops not included)
     reasks: int = 0
     retries: int = 0
     budget_skipped: int = 0
-    input_tokens: int = 0  # paid tokens only
-    output_tokens: int = 0
-    cost: float = 0.0  # US dollars paid by this client
-    estimated_calls: int = 0  # paid calls whose usage was estimated, not reported
     budget_exhausted: bool = False
     cache_malformed: int = 0  # cache entries that were not readable answers: misses, asked again
     claim_waits: int = 0  # requests that waited for another process fetching the same answer
@@ -123,6 +121,7 @@ class LLMClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stats = RunStats()
+        self.usage = UsageMeter()  # the stats' usage counters, per template
         self._lock = threading.Lock()
         self._reserved = 0.0  # budget estimates of calls in flight
         self._inflight: dict[str, threading.Event] = {}
@@ -218,9 +217,7 @@ class LLMClient:
         failed = sum(v is None for v in values)
         with self._lock:
             self.stats.requests += n
-            self.stats.calls += n - failed
-            self.stats.failures += failed
-        self.ledger.add(template, self.provider.name, self.provider.model, calls=n - failed, failures=failed)
+        self._record(template, Usage(calls=n - failed, failures=failed))
         return values
 
     def close(self) -> None:
@@ -265,8 +262,7 @@ class LLMClient:
                 return None  # _one re-asks (or records the failure) and counts this hit then
         with self._lock:
             self.stats.requests += 1
-            self.stats.cache_hits += 1
-            self._pending_hits[request.template] = self._pending_hits.get(request.template, 0) + 1
+        self._record_hit(request.template)
         outcome = _Outcome(hit, cached=True)
         return self._ok(request, value, outcome, [outcome])
 
@@ -336,9 +332,7 @@ class LLMClient:
             with self._lock:
                 self.stats.budget_skipped += 1
         elif error != ABORTED:
-            with self._lock:
-                self.stats.failures += 1
-            self.ledger.add(request.template, self.provider.name, self.provider.model, failures=1)
+            self._record(request.template, Usage(failures=1))
             log.info("request for %s failed: %s", request.template, error)
         text = answers[-1].text if answers else ""
         return LLMResult(
@@ -371,9 +365,7 @@ class LLMClient:
             with self._lock:
                 self._fresh.add(key)
         if hit is not None:
-            with self._lock:
-                self.stats.cache_hits += 1
-                self._pending_hits[template] = self._pending_hits.get(template, 0) + 1
+            self._record_hit(template)
         return hit
 
     def _answer(self, request: LLMRequest) -> _Outcome:
@@ -469,17 +461,9 @@ class LLMClient:
             self.store.put(key, answer)
             with self._lock:
                 self._fresh.add(key)
-        estimated = 0 if answer.usage_reported else 1
-        self.ledger.add(request.template, self.provider.name, self.provider.model, calls=1,
-                        input_tokens=answer.input_tokens, output_tokens=answer.output_tokens, cost=cost,
-                        estimated_calls=estimated)
-        with self._lock:
-            s = self.stats
-            s.calls += 1
-            s.input_tokens += answer.input_tokens
-            s.output_tokens += answer.output_tokens
-            s.cost += cost
-            s.estimated_calls += estimated
+        self._record(request.template, Usage(calls=1, input_tokens=answer.input_tokens,
+                                             output_tokens=answer.output_tokens, cost=cost,
+                                             estimated_calls=0 if answer.usage_reported else 1))
         return _Outcome(answer, cached=False, cost=cost, key=key)
 
     def _send(self, request: LLMRequest) -> tuple[LLMResponse, float]:
@@ -541,6 +525,20 @@ class LLMClient:
     def _malformed_entry(self, key: str, reason: str) -> None:
         with self._lock:
             self.stats.cache_malformed += 1
+
+    def _record(self, template: str, usage: Usage) -> None:
+        """Count ``usage`` of one template: in the stats, the per-template meter and the ledger."""
+        with self._lock:
+            self.stats.add(usage)
+        self.usage.add(template, usage)
+        self.ledger.add(template, self.provider.name, self.provider.model, usage)
+
+    def _record_hit(self, template: str) -> None:
+        """Count a cache hit now; it reaches the ledger with the others at `_flush_hits`."""
+        with self._lock:
+            self.stats.cache_hits += 1
+            self._pending_hits[template] = self._pending_hits.get(template, 0) + 1
+        self.usage.add(template, cache_hits=1)
 
     def _flush_hits(self) -> None:
         # Cache hits go to the ledger in one write per template (a write per hit would be slow).

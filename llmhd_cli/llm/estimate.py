@@ -11,18 +11,13 @@ covers summarize (T_sum, and item_profile with ``--items``); plugins add theirs 
 ``register_cost_estimators`` hook as `CostEstimator`s, each saying whether it applies (the
 llmhd plugin's dry run of training adds T_score, T_FP, T_FN when a training config is given).
 
-Spent: the client's ledger (per template, provider, model over every run using a cache dir),
-and per dataset what its runs spent: summarize's rows, which `record_spending` appends to
-``<dataset>/llm_spent.jsonl``, and the training runs on it under ``<workspace>/runs``, whose
-``log.jsonl`` holds each epoch's LLM use (`training_spending`).
+Spent (``--spent``): the spending records, all in `llmhd_cli.llm.ledger`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +25,21 @@ from typing import Any
 
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.llm.base import LLMRequest
+
+# What was spent lives in the ledger module; these names were imported from here before.
+from llmhd_cli.llm.ledger import (  # noqa: F401
+    SPENT_FILE,
+    TRAIN_TEMPLATE,
+    SpentRow,
+    dataset_spending,
+    ledger_spending,
+    record_spending,
+    training_spending,
+)
 from llmhd_cli.llm.prompts import Template, TemplateSet
 
 log = logging.getLogger(__name__)
 
-SPENT_FILE = "llm_spent.jsonl"
-# A training run logs its LLM use per epoch summed over its templates (T_score, T_fp, T_fn).
-TRAIN_TEMPLATE = "train: score, update_fp, update_fn"
-NOT_RECORDED = "(default)"  # a run that named no provider/model used the settings' defaults of its time
-_COUNTERS = ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost")
 TOKENS_PER_WORD = 4 / 3  # OpenAI's rule of thumb for English prose
 
 
@@ -246,125 +247,3 @@ def estimate(workspace: Path, dataset_name: str, provider: str, model: str | Non
         result.notes.append("input tokens estimated as ceil(characters / 4) + 4 per message (no tokenizer for this model)")
     result.notes.append("output tokens assume answers at the templates' word limits (~4/3 token per word)")
     return result
-
-
-# ----------------------------------------------------------------------------- spent
-
-
-@dataclass
-class SpentRow:
-    """Spending for one (template, provider, model)."""
-
-    template: str
-    provider: str
-    model: str
-    calls: int = 0
-    cache_hits: int = 0
-    failures: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    runs: int = 0
-
-
-def record_spending(dataset: PreparedDataset, rows: list[Any]) -> None:
-    """Append one line per template of a finished run to ``<dataset>/llm_spent.jsonl``.
-
-    ``rows`` are objects with template, provider, model, calls, cache_hits, failures,
-    input_tokens, output_tokens and cost attributes (e.g. `llmhd_cli.summarize.TemplateStats`).
-    """
-    path = Path(dataset.path) / SPENT_FILE
-    keys = [f for f in SpentRow.__dataclass_fields__ if f != "runs"]
-    with path.open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps({"time": time.time(), **{k: getattr(row, k) for k in keys}}) + "\n")
-
-
-def dataset_spending(dataset: PreparedDataset, runs_root: Path | None = None) -> list[SpentRow]:
-    """Totals per (template, provider, model) of every run on this dataset: summarize's recorded
-    rows and the training runs under ``runs_root`` (see `training_spending`)."""
-    path = Path(dataset.path) / SPENT_FILE
-    totals: dict[tuple[str, str, str], SpentRow] = {}
-    if path.exists():
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                data = json.loads(line)
-                key = (data["template"], data["provider"], data["model"])
-                row = totals.setdefault(key, SpentRow(*key))
-                _add(row, data)
-                row.runs += 1
-    for row in training_spending(dataset, runs_root):
-        key = (row.template, row.provider, row.model)
-        total = totals.setdefault(key, SpentRow(*key))
-        _add(total, vars(row))
-        total.runs += row.runs
-    return [totals[k] for k in sorted(totals)]
-
-
-def training_spending(dataset: PreparedDataset, runs_root: Path | None = None) -> list[SpentRow]:
-    """What the training runs on this dataset spent, per provider/model, from their logs.
-
-    Every run folder under ``runs_root`` (default ``<workspace>/runs``) whose config names the
-    dataset counts, finished or not (an interrupted run paid for its calls too), with the
-    ``llm`` counters its denoiser logged each epoch (the llmhd denoiser logs its judge's).
-    Runs that spent nothing (another denoiser, a cost dry run) add no row.
-    """
-    from llmhd_cli.config import read_toml
-    from llmhd_cli.errors import LLMHDError
-    from llmhd_cli.workspace import runs_dir
-
-    root = Path(runs_root) if runs_root is not None else runs_dir(Path(dataset.path).parent.parent)
-    totals: dict[tuple[str, str, str], SpentRow] = {}
-    for run in sorted(root.iterdir()) if root.is_dir() else ():
-        if not (run / "config.toml").is_file():
-            continue
-        try:
-            config = read_toml(run / "config.toml", "run config")
-        except LLMHDError as exc:  # one broken folder must not hide what the others spent
-            log.warning("cost --spent: skipped %s", exc)
-            continue
-        if config.get("dataset") != dataset.name:
-            continue
-        used = _logged_llm_use(run / "log.jsonl")
-        if not any(used.values()):
-            continue
-        params = config.get("denoiser_params")
-        params = params if isinstance(params, dict) else {}
-        key = (TRAIN_TEMPLATE, str(params.get("provider") or NOT_RECORDED), str(params.get("model") or NOT_RECORDED))
-        row = totals.setdefault(key, SpentRow(*key))
-        _add(row, used)
-        row.runs += 1
-    return [totals[k] for k in sorted(totals)]
-
-
-def _logged_llm_use(path: Path) -> dict[str, float]:
-    """The sums of the ``denoiser.llm`` counters over a run's epoch records."""
-    used = dict.fromkeys(_COUNTERS, 0)
-    if not path.is_file():
-        return used
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by an interrupted write
-            continue
-        extra = record.get("denoiser") if isinstance(record, dict) else None
-        llm = extra.get("llm") if isinstance(extra, dict) else None
-        if isinstance(llm, dict):
-            for name in _COUNTERS:
-                used[name] += llm.get(name, 0) or 0
-    return used
-
-
-def _add(row: SpentRow, counts: dict[str, Any]) -> None:
-    for name in _COUNTERS:
-        setattr(row, name, getattr(row, name) + counts.get(name, 0))
-
-
-def ledger_spending(cache_dir: Path) -> list[SpentRow]:
-    """The client's ledger of a cache dir as `SpentRow`s."""
-    from llmhd_cli.llm.cache import read_ledger
-
-    return [SpentRow(r.template, r.provider, r.model, r.calls, r.cache_hits, r.failures, r.input_tokens,
-                     r.output_tokens, r.cost) for r in read_ledger(cache_dir)]

@@ -36,6 +36,7 @@ PHASE_NAMES: dict[str, str] = {
     "summarize": "T_sum",
     "item_profile": "T_item",
     "score": "T_score",
+    "score_list": "T_score",  # listwise: several items of one user per prompt
     "update_fp": "T_fp",
     "update_fn": "T_fn",
 }
