@@ -10,12 +10,15 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
-from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider
+from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
 from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
 from llmhd_plugins.providers_openai import BODY_ERRORS, malformed_body, provider_error, usage_counts
+
+if TYPE_CHECKING:
+    from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
 PASS_THROUGH = ("temperature", "top_p", "top_k")
@@ -109,6 +112,73 @@ class AnthropicProvider(Provider):
         model = message.model if isinstance(message.model, str) and message.model else self.model
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
                            model=model)
+
+    # ------------------------------------------------------------------ Message Batches (summarize --batch)
+
+    supports_batch = True
+    batch_max_requests = 20_000  # Anthropic takes 100,000 requests and 256 MB per batch
+
+    def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except self._sdk.AnthropicError as exc:
+            raise provider_error(exc, self._sdk, self.name) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+
+    def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
+        """One Message Batch; each request's params are exactly what `complete` sends."""
+        from llmhd_cli.llm.batch import SubmitUncertain
+
+        batch_requests = [{"custom_id": cid, "params": self._kwargs(request)} for cid, request in requests.items()]
+        try:
+            batch = self._client.messages.batches.create(requests=batch_requests)
+        except self._sdk.APITimeoutError:
+            raise SubmitUncertain(f"{self.name}: creating the message batch timed out") from None
+        except self._sdk.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise SubmitUncertain(f"{self.name}: HTTP {exc.status_code} creating the message batch: "
+                                      f"{exc.message}") from None
+            raise provider_error(exc, self._sdk, self.name) from None
+        except self._sdk.AnthropicError as exc:
+            raise provider_error(exc, self._sdk, self.name) from None
+        return str(batch.id)
+
+    def poll_batch(self, batch_id: str) -> BatchStatus:
+        from llmhd_cli.llm.batch import BatchStatus
+
+        batch = self._batch_call(self._client.messages.batches.retrieve, batch_id)
+        c = batch.request_counts
+        failed = c.errored + c.canceled + c.expired
+        total = c.processing + c.succeeded + failed
+        return BatchStatus(ended=batch.processing_status == "ended", total=total, done=total - c.processing,
+                           failed=failed, state=batch.processing_status)
+
+    def fetch_batch(self, batch_id: str, requests: dict[str, LLMRequest]) -> dict[str, BatchOutcome]:
+        """The results JSONL: succeeded messages, else the request's errored/canceled/expired result."""
+        from llmhd_cli.llm.batch import BatchOutcome
+
+        out: dict[str, BatchOutcome] = {}
+        for item in self._batch_call(lambda: list(self._client.messages.batches.results(batch_id))):
+            cid = getattr(item, "custom_id", None)
+            if cid not in requests:
+                continue
+            result = item.result
+            kind = getattr(result, "type", None)
+            if kind != "succeeded":
+                detail = str(kind)
+                error = getattr(getattr(result, "error", None), "error", None)
+                if error is not None:
+                    detail += f": {getattr(error, 'type', '')}: {getattr(error, 'message', '')}"
+                out[cid] = BatchOutcome(error=f"{self.name} batch: {detail}")
+                continue
+            try:
+                out[cid] = BatchOutcome(response=self._response(requests[cid], result.message))
+            except ProviderError as exc:
+                out[cid] = BatchOutcome(error=str(exc))
+            except BODY_ERRORS as exc:
+                out[cid] = BatchOutcome(error=f"{self.name} batch: a result that is not a message ({type(exc).__name__})")
+        return out
 
     def close(self) -> None:
         self._client.close()

@@ -8,12 +8,16 @@ The SDK's own retries are off: the client retries, so a retried call is counted 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
 from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
+
+if TYPE_CHECKING:
+    from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
 
 # Decoding params passed through as they are (others in request.params are ignored).
 PASS_THROUGH = ("temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
@@ -183,6 +187,109 @@ class OpenAIProvider(Provider):
         model = completion.model if isinstance(completion.model, str) and completion.model else self.model
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
                            model=model, logprobs=logprobs, tokens=tokens)
+
+    # ------------------------------------------------------------------ Batch API (summarize --batch)
+
+    supports_batch = True
+    batch_max_requests = 20_000  # OpenAI takes 50,000 requests and 200 MB per batch
+    BATCH_ENDPOINT = "/v1/chat/completions"
+
+    def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except self._sdk.OpenAIError as exc:
+            raise provider_error(exc, self._sdk, self.name) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+
+    def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
+        """The requests as a JSONL file (purpose "batch"), then a batch over it, tagged ``llmhd_job``."""
+        from llmhd_cli.llm.batch import SubmitUncertain
+
+        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": self.BATCH_ENDPOINT,
+                             "body": self._kwargs(request)}, ensure_ascii=False) for cid, request in requests.items()]
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        upload = self._batch_call(self._client.files.create, file=(f"llmhd-{job}.jsonl", data, "application/jsonl"),
+                                  purpose="batch")
+        try:
+            batch = self._client.batches.create(input_file_id=upload.id, endpoint=self.BATCH_ENDPOINT,
+                                                completion_window="24h", metadata={"llmhd_job": job})
+        except self._sdk.APITimeoutError:
+            raise SubmitUncertain(f"{self.name}: creating the batch timed out") from None
+        except self._sdk.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise SubmitUncertain(f"{self.name}: HTTP {exc.status_code} creating the batch: {exc.message}") from None
+            raise provider_error(exc, self._sdk, self.name) from None
+        except self._sdk.OpenAIError as exc:
+            raise provider_error(exc, self._sdk, self.name) from None
+        return str(batch.id)
+
+    def poll_batch(self, batch_id: str) -> BatchStatus:
+        from llmhd_cli.llm.batch import BatchStatus
+
+        batch = self._batch_call(self._client.batches.retrieve, batch_id)
+        counts = batch.request_counts
+        total, completed, failed = (counts.total, counts.completed, counts.failed) if counts else (0, 0, 0)
+        error = None
+        if batch.status == "failed":  # the input file did not validate: no request ran, nothing is charged
+            messages = [str(e.message or e.code) for e in (batch.errors.data or [])] if batch.errors else []
+            error = "; ".join(messages[:3]) or "the batch failed validation"
+        ended = batch.status in ("completed", "expired", "cancelled", "failed")
+        return BatchStatus(ended=ended, total=total, done=completed + failed, failed=failed, state=batch.status,
+                           error=error)
+
+    def fetch_batch(self, batch_id: str, requests: dict[str, LLMRequest]) -> dict[str, BatchOutcome]:
+        """The output file's answers and the error file's errors (expired requests are in the latter)."""
+
+        batch = self._batch_call(self._client.batches.retrieve, batch_id)
+        out: dict[str, BatchOutcome] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = self._batch_call(self._client.files.content, file_id)
+            for line in content.text.splitlines():
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except ValueError:
+                    row = None
+                cid = row.get("custom_id") if isinstance(row, dict) else None
+                if cid not in requests:
+                    continue
+                out[cid] = self._batch_outcome(requests[cid], row)
+        return out
+
+    def _batch_outcome(self, request: LLMRequest, row: dict) -> BatchOutcome:
+        from llmhd_cli.llm.batch import BatchOutcome
+
+        response = row.get("response") if isinstance(row.get("response"), dict) else {}
+        error = row.get("error")
+        status = response.get("status_code")
+        body = response.get("body")
+        if error or status != 200:
+            if isinstance(error, dict):
+                detail = f"{error.get('code') or 'error'}: {error.get('message') or ''}".strip()
+            elif isinstance(body, dict) and isinstance(body.get("error"), dict):
+                detail = f"HTTP {status}: {body['error'].get('message') or ''}"
+            else:
+                detail = f"HTTP {status}"
+            return BatchOutcome(error=f"{self.name} batch: {detail}")
+        try:
+            completion = self._sdk.types.chat.ChatCompletion.model_validate(body)
+            return BatchOutcome(response=self._response(request, completion))
+        except ProviderError as exc:
+            return BatchOutcome(error=str(exc))
+        except BODY_ERRORS as exc:  # pydantic's ValidationError is a ValueError
+            return BatchOutcome(error=f"{self.name} batch: a result that is not a chat completion "
+                                      f"({type(exc).__name__})")
+
+    def find_batch(self, job: str, since: float) -> str | None:
+        """The batch tagged ``llmhd_job`` = ``job``, among those created since ``since`` (newest first)."""
+        for batch in self._batch_call(self._client.batches.list, limit=100):
+            if (batch.metadata or {}).get("llmhd_job") == job:
+                return str(batch.id)
+            if batch.created_at < since - 600:
+                break
+        return None
 
     def close(self) -> None:
         self._client.close()

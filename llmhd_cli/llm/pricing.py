@@ -3,6 +3,9 @@
 The built-in table is ``prices.toml`` beside this module; a user file (``[llm] prices`` in the
 user config, or ``LLMHD_PRICES``) overrides it model by model. A model with no entry (and no
 ``"*"`` entry for its provider) costs 0, with one warning: the budget cannot guard it.
+
+The ``[batch]`` table gives, per provider, the fraction of these prices a request sent through
+its batch API pays (``cost(..., batch=True)``; 1.0 for a provider without an entry).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from llmhd_cli.errors import LLMHDError
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
+BATCH_TABLE = "batch"  # provider -> fraction of the list price a batch API request pays
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class PriceTable:
     """provider -> model -> Price."""
 
     prices: dict[str, dict[str, Price]] = field(default_factory=dict)
+    batch_factors: dict[str, float] = field(default_factory=dict)
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
@@ -49,6 +54,13 @@ class PriceTable:
     def update(self, data: dict[str, Any], source: str = "price table") -> None:
         """Merge ``{provider: {model: {input, output}}}`` into this table (later wins)."""
         for provider, models in data.items():
+            if provider == BATCH_TABLE and isinstance(models, dict):
+                for name, factor in models.items():
+                    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+                        raise LLMHDError(f"{source}: [batch] {name} must be a number from 0 to 1 (the fraction of "
+                                         f"the list price a batch request pays), got {factor!r}")
+                    self.batch_factors[name] = float(factor)
+                continue
             if not isinstance(models, dict):
                 raise LLMHDError(f"{source}: [{provider}] must be a table of models")
             for model, entry in models.items():
@@ -66,7 +78,12 @@ class PriceTable:
         models = self.prices.get(provider, {})
         return models.get(model) or models.get(WILDCARD)
 
-    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> float:
+    def batch_factor(self, provider: str) -> float:
+        """The fraction of the list price a request through ``provider``'s batch API pays."""
+        return self.batch_factors.get(provider, 1.0)
+
+    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
+        """Dollars for these tokens; ``batch``: sent through the provider's batch API."""
         price = self.get(provider, model)
         if price is None:
             if (provider, model) not in self._warned:
@@ -74,7 +91,7 @@ class PriceTable:
                 log.warning("no price for %s/%s in the price table: its cost counts as 0 and "
                             "--max-cost cannot limit it", provider, model)
             return 0.0
-        return price.cost(input_tokens, output_tokens)
+        return price.cost(input_tokens, output_tokens) * (self.batch_factor(provider) if batch else 1.0)
 
     def rows(self) -> list[tuple[str, str, Price]]:
         return [(p, m, price) for p, models in sorted(self.prices.items()) for m, price in sorted(models.items())]
