@@ -24,7 +24,8 @@ from llmhd_cli.config import read_toml
 from llmhd_cli.denoising import Decision, Denoiser, SampleBatch
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.objectives import LossSeam, opposite_label_losses, per_sample_losses
-from llmhd_plugins.dcf_denoiser import SPEC, DoubleCorrection, _check, damp, lower_bound_margin
+from llmhd_plugins.dcf import DoubleCorrection, damp, lower_bound_margin
+from llmhd_plugins.dcf_denoiser import SPEC, _check
 
 DATASET = "small"
 N_USERS = 150
