@@ -1,5 +1,6 @@
 """Start-up cost: ``llmhd --version`` loads no plugin, torch or RecBole; ``--help`` loads the
-plugins (their subcommands are listed) but builds no registry, so RecBole stays unimported;
+plugins (their subcommands are listed) but builds no backbone registry, and no plugin module
+imports torch, so neither torch nor RecBole is imported (``train --help`` too);
 commands' plugin-made flags (each denoiser's options) appear when the command is used.
 
 Each case runs in a fresh interpreter (what a user's shell starts), through a small driver
@@ -75,6 +76,18 @@ def test_help_lists_plugin_commands_without_building_registries() -> None:
     assert "recbole" not in heavy, heavy
 
 
+@pytest.mark.parametrize("argv", [("--help",), ("train", "--help")])
+def test_help_imports_no_torch_or_recbole(argv: tuple[str, ...]) -> None:
+    """Every plugin module is loaded (commands listed, denoisers' flags built) and none imports
+    torch: the registrations (rgcf, dcf_denoiser, llmhd.options) import their torch code when used."""
+    code, heavy, out = drive(*argv)
+    assert code == 0, out
+    assert heavy == ["llmhd_plugins"], heavy
+    if argv[0] == "train":
+        for flag in ("--eps-l-max", "--variant", "--dcf-drop-rate", "--drop-rate", "--beta"):
+            assert flag in out, (flag, out)
+
+
 def test_a_plugin_command_runs() -> None:
     code, heavy, out = drive("hello-plugin", plugin=True)
     assert code == 0 and out.strip() == "hello from a plugin"
@@ -92,7 +105,8 @@ def test_the_plugin_contract_modules_import_no_torch() -> None:
     """What every plugin imports at module level (the Backbone and DenoiserSpec types), and the
     built-ins that need torch only inside functions, stay light: ``--help`` imports them all."""
     modules = ["llmhd_cli.backbones", "llmhd_cli.denoising", "llmhd_cli.hookspecs", "llmhd_plugins.backbones",
-               "llmhd_plugins.denoisers", "llmhd_plugins.prompt_sets", "llmhd_plugins.providers_openai"]
+               "llmhd_plugins.denoisers", "llmhd_plugins.prompt_sets", "llmhd_plugins.providers_openai",
+               "llmhd_plugins.rgcf", "llmhd_plugins.dcf_denoiser", "llmhd_plugins.llmhd"]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules, 'recbole' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
