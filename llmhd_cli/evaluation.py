@@ -206,7 +206,7 @@ def evaluate_runs(run_dirs: Sequence[Path], workspace: Path, recompute: bool = F
         test = record.metrics.get("test", {})
         per_user = None
         if recompute:
-            from llmhd_cli.training import load_run_model
+            from llmhd_cli.checkpoints import load_run_model
 
             model, data, _ = load_run_model(record.path, workspace, device)
             per_user = full_rank_metrics(model, data.test_csr, [data.train_csr, data.valid_csr], per_user=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import pickle
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from llmhd_cli import plugins, runs
+from llmhd_cli.checkpoints import save_checkpoint
 from llmhd_cli.config import TrainConfig, check_value
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.denoising import Denoiser, DenoiserSpec, TrainContext
@@ -305,7 +305,7 @@ def train(config: TrainConfig, dataset: PreparedDataset, runs_root: Path, observ
                 if score > best_score:
                     best_score, best_epoch, best_valid = score, epoch, record.valid
                     best_state = copy.deepcopy(model.state_dict())
-                    torch.save(best_state, run_dir / runs.CHECKPOINT)
+                    save_checkpoint(run_dir, best_state)
                     record.best, stale = True, 0
                 else:
                     stale += 1
@@ -361,26 +361,3 @@ def _metric(model: torch.nn.Module, data: RecBoleData, config: TrainConfig) -> f
     """A validation metric at a K outside the default set."""
     k = int(config.valid_metric.partition("@")[2])
     return full_rank_metrics(model, data.valid_csr, [data.train_csr], ks=(k,))[config.valid_metric]
-
-
-def load_run_model(run_dir: Path, workspace: Path, device: str = "auto") -> tuple[torch.nn.Module, RecBoleData, TrainConfig]:
-    """Rebuild a finished run's model from its directory (config + checkpoint) for evaluation."""
-    from llmhd_cli.datasets import open_dataset
-
-    record = runs.read_run(run_dir)
-    config = TrainConfig.from_dict(record.config, where=str(Path(run_dir) / runs.CONFIG))
-    backbone = plugins.registry("backbone").get(config.backbone, f"{run_dir}: backbone")
-    dataset = open_dataset(workspace, config.dataset)
-    data = load_recbole_data(dataset, backbone, config.backbone_params, config.seed, resolve_device(device))
-    model = build_model(data, backbone)
-    checkpoint = Path(run_dir) / runs.CHECKPOINT
-    try:
-        # weights_only: a checkpoint holds tensors; anything else (a pickled payload) is refused.
-        state = torch.load(checkpoint, map_location=data.config["device"], weights_only=True)
-        backbone.load_state(model, state)
-    except FileNotFoundError:
-        raise LLMHDError(f"{checkpoint}: no checkpoint; the run saved none (train it again)") from None
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LLMHDError(f"{checkpoint}: not a checkpoint of this run's model ({first[:200]})") from None
-    return model, data, config

@@ -257,7 +257,7 @@ def test_importing_the_plugin_does_not_import_torch_or_recbole() -> None:
 
 def test_pruning_is_nonempty_changes_the_model_and_is_reproducible(capsys: pytest.CaptureFixture, workspace: Path,
                                                                   data: Any, tmp_path: Path) -> None:
-    from llmhd_cli.training import load_run_model
+    from llmhd_cli.checkpoints import load_run_model
 
     runs = {}
     for name, threshold in [("pruned", 0.45), ("again", 0.45), ("unpruned", 0.0)]:
@@ -321,7 +321,7 @@ def test_trains_learns_and_evaluates_on_ml100k_with_noise(capsys: pytest.Capture
     """ml-100k with 5% low-rating noise, BPR and BCE: a few epochs rank the test items well
     above item popularity, `evaluate --recompute` reproduces the stored test metrics, and the
     pruning diagnostics are measured against the injected noise."""
-    from llmhd_cli.training import load_run_model
+    from llmhd_cli.checkpoints import load_run_model
 
     workspace = tmp_path / "ws"
     assert call_main(workspace, "prepare", "--dataset", "ml-100k") == 0

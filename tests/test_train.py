@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from cli_helpers import assert_user_error, call_main, run_cli, write_ml100k_cut
 from ranking_helpers import FixedScores, csr, popularity_recall_at_10
 
+from llmhd_cli.checkpoints import load_run_model
 from llmhd_cli.config import read_toml
 from llmhd_cli.denoising import Decision, Denoiser, SampleBatch
 from llmhd_cli.evaluation import full_rank_metrics
 from llmhd_cli.objectives import LossSeam, per_sample_losses
-from llmhd_cli.training import NegativeSampler, TrainConfig, load_run_model, pairs_per_batch, train
+from llmhd_cli.training import NegativeSampler, TrainConfig, pairs_per_batch, train
 
 DATASET = "small"
 N_USERS = 150
