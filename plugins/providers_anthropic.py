@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
-from llmhd_plugins.providers_openai import BODY_ERRORS, malformed_body, provider_error, usage_counts
+from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used
 
 if TYPE_CHECKING:
     from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
@@ -33,6 +32,9 @@ class AnthropicProvider(Provider):
     models = ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest")
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
+    context_windows = {"claude-": 200_000}
+    # Token counts: Anthropic's tokenizer is not public, so usage the API does not report and
+    # estimates use the base class's character estimate (Provider.token_counter).
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -102,13 +104,8 @@ class AnthropicProvider(Provider):
             elif kind == "tool_use":
                 parts.append(json.dumps(block.input))
         text = "".join(parts)
-        counts = usage_counts(message.usage, "input_tokens", "output_tokens")
-        if counts is not None:
-            (tokens_in, tokens_out), reported = counts, True
-        else:
-            tokens_in, _ = count_prompt_tokens(request.system, request.prompt, self.name, self.model)
-            tokens_out, _ = count_tokens(text, self.name, self.model)
-            reported = False
+        tokens_in, tokens_out, reported = tokens_used(self, message.usage, "input_tokens", "output_tokens", request,
+                                                      text)
         model = message.model if isinstance(message.model, str) and message.model else self.model
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
                            model=model)

@@ -240,6 +240,7 @@ class EmbedProvider(Provider):
     needs_key = False
     rule_versions = {"score": SCORE_RULE}
     bulk_tasks = ("score",)
+    is_default = True  # the provider when none is configured: offline, no key, works out of the box
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:

@@ -7,14 +7,13 @@ The SDK's own retries are off: the client retries, so a retried call is counted 
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.tokens import count_prompt_tokens, count_tokens
+from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used
+from llmhd_cli.llm.tokens import TiktokenCounter, TokenCounter
 
 if TYPE_CHECKING:
     from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
@@ -24,78 +23,6 @@ PASS_THROUGH = ("temperature", "top_p", "seed", "stop", "presence_penalty", "fre
 NO_KEY = "sk-no-key"  # placeholder for servers that take none; the SDK insists on some key
 
 
-def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` / ``retry-after`` (a number or an HTTP date), if present."""
-    if headers is None:
-        return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def provider_error(exc: Exception, sdk: Any, name: str) -> ProviderError:
-    """Map an openai/anthropic SDK exception onto `ProviderError` (both SDKs share the shapes)."""
-    if isinstance(exc, sdk.APITimeoutError):
-        return ProviderError(f"{name}: request timed out", retryable=True, unreachable=True)
-    if isinstance(exc, sdk.APIConnectionError):
-        return ProviderError(f"{name}: connection error ({type(exc.__cause__ or exc).__name__})",
-                             retryable=True, unreachable=True)
-    if isinstance(exc, sdk.APIStatusError):
-        status = exc.status_code
-        detail = f"{name}: HTTP {status}: {exc.message}"
-        if status in (401, 403):
-            return ProviderError(f"{detail} (check the API key)", fatal=True)
-        if status == 404:
-            return ProviderError(f"{detail} (check --model and --base-url)", fatal=True)
-        retryable = status in (408, 409, 429) or status >= 500
-        return ProviderError(detail, retryable=retryable,
-                             retry_after=retry_after_seconds(getattr(exc.response, "headers", None)))
-    return ProviderError(f"{name}: {type(exc).__name__}: {exc}")
-
-
-# What the SDKs raise or leave broken when an HTTP 200 body is not the expected JSON object:
-# json.JSONDecodeError (a ValueError) for a JSON content type with a non-JSON body, and for
-# JSON lacking fields, attribute/type errors on access (their models are built unvalidated).
-BODY_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError)
-
-
-def malformed_body(name: str, what: str, body: Any = None) -> ProviderError:
-    """An HTTP 200 whose body is not a usable answer: one counted failure of this request.
-
-    Not retried: the server may have charged for the call, and a server answering garbage
-    usually answers it every time (a wrong --base-url serving a web page).
-    """
-    preview = ""
-    if isinstance(body, (str, bytes, list, int, float)):
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        text = " ".join(text.split())
-        preview = f": {text[:80]!r}" if text else ": an empty body"
-    return ProviderError(f"{name}: HTTP 200 with {what}{preview}")
-
-
-def usage_counts(usage: Any, input_field: str, output_field: str) -> tuple[int, int] | None:
-    """(input, output) tokens from a usage object, or None when it is missing or not numbers."""
-    try:
-        tokens_in, tokens_out = getattr(usage, input_field, None), getattr(usage, output_field, None) or 0
-        if isinstance(tokens_in, bool) or isinstance(tokens_out, bool):
-            return None
-        tokens_in, tokens_out = int(tokens_in), int(tokens_out)
-    except (TypeError, ValueError):
-        return None
-    return (tokens_in, tokens_out) if tokens_in >= 0 and tokens_out >= 0 else None
-
-
 class OpenAIProvider(Provider):
     name = "openai"
     description = "OpenAI chat completions, or any OpenAI-compatible server via --base-url"
@@ -103,6 +30,8 @@ class OpenAIProvider(Provider):
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     any_model_with_base_url = True
+    context_windows = {"gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4.1": 1_047_576, "gpt-4.1-mini": 1_047_576,
+                       "gpt-4.1-nano": 1_047_576, "gpt-3.5-turbo": 16_385}
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -118,10 +47,10 @@ class OpenAIProvider(Provider):
         self.top_logprobs = int(self.options.get("top_logprobs", 10))
 
     @classmethod
-    def check_model(cls, model: str, base_url: str | None = None) -> None:
-        if base_url:  # a custom server serves whatever it serves
-            return
-        super().check_model(model, base_url)
+    def token_counter(cls, model: str) -> TokenCounter:
+        """tiktoken's encoding of the model (o200k_base, cl100k_base: exact, offline); a model
+        tiktoken does not know (a local server's) gets the character estimate."""
+        return TiktokenCounter.for_model(model)
 
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
         messages = []
@@ -168,13 +97,8 @@ class OpenAIProvider(Provider):
             text = ""  # no text (a refusal, a tool call): the parser's re-ask deals with it
         if not isinstance(text, str):
             raise malformed_body(self.name, f"a message content that is not text ({type(text).__name__})")
-        counts = usage_counts(completion.usage, "prompt_tokens", "completion_tokens")
-        if counts is not None:
-            (tokens_in, tokens_out), reported = counts, True
-        else:
-            tokens_in, _ = count_prompt_tokens(request.system, request.prompt, self.name, self.model)
-            tokens_out, _ = count_tokens(text, self.name, self.model)
-            reported = False
+        tokens_in, tokens_out, reported = tokens_used(self, completion.usage, "prompt_tokens", "completion_tokens",
+                                                      request, text)
         logprobs = tokens = None
         content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
         if content:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.redact import mask_secrets
+
+if TYPE_CHECKING:
+    from llmhd_cli.llm.tokens import TokenCounter
 
 # Task kinds a template can have; providers that do not generate text dispatch on these.
 TASKS = ("summarize", "score", "update_fp", "update_fn", "item_profile")
@@ -107,6 +110,13 @@ class Provider:
     base_url_env: str | None = None  # environment variable with the default base URL, if any
     needs_key: bool = True  # False for offline providers; generative ones need a key unless base_url is set
     bulk_tasks: tuple[str, ...] = ()  # tasks `bulk` answers (non-generative providers only)
+    # With a base URL (a compatible server of one's own) any model name is accepted (`check_model`).
+    any_model_with_base_url: bool = False
+    is_default: bool = False  # the provider used when none is configured (one offline, keyless provider)
+    # Context windows (tokens) of the models: a key also covers the names it is a prefix of (dated
+    # versions: gpt-4o-2024-08-06), the longest matching key wins; a model not listed gets
+    # `llmhd_cli.llm.tokens.DEFAULT_CONTEXT_WINDOW` ([llm] context_window overrides either).
+    context_windows: dict[str, int] = {}
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -132,8 +142,22 @@ class Provider:
         """Release connections; called by the client's ``close``."""
 
     @classmethod
+    def token_counter(cls, model: str) -> TokenCounter:
+        """How ``model``'s tokens are counted, for usage the API does not report, estimates and
+        prompt budgets. The default is the character estimate (`llmhd_cli.llm.tokens.APPROXIMATE`);
+        a provider whose models use a tiktoken encoding returns
+        ``TiktokenCounter.for_model(model)`` or ``TiktokenCounter.for_encoding(name)``."""
+        from llmhd_cli.llm.tokens import APPROXIMATE
+
+        return APPROXIMATE
+
+    @classmethod
     def check_model(cls, model: str, base_url: str | None = None) -> None:
-        """Raise `LLMHDError` for a model this provider does not serve (listing the known ones)."""
+        """Raise `LLMHDError` for a model this provider does not serve (listing the known ones).
+
+        With ``any_model_with_base_url`` and a base URL every name is accepted."""
+        if base_url and cls.any_model_with_base_url:
+            return
         if cls.models and model not in cls.models:
             raise LLMHDError(f"--model: unknown model '{model}' for provider '{cls.name}' "
                              f"(known: {', '.join(cls.models)})")

@@ -1,8 +1,9 @@
 """``llmhd cost``: what a run will cost before it runs, and what was spent after.
 
 Estimate: every prompt a step would send is rendered exactly as the step renders it and its
-tokens counted with the client's counter (`llmhd_cli.llm.tokens`: tiktoken for OpenAI models
-when available offline, else ceil(chars / 4) + 4 per message). Output tokens are the template's
+tokens counted with the provider's counter (`Provider.token_counter`, see `llmhd_cli.llm.tokens`:
+a real tokenizer where the provider has one, else ceil(chars / 4) + 4 per message); the
+estimate's notes say which counter it used. Output tokens are the template's
 expected answer length (see `expected_output_tokens`), capped by its ``max_tokens``. Money is
 tokens x the price table. Prompts already in the cache are counted but cost nothing.
 
@@ -56,6 +57,7 @@ class EstimateRow:
     cached: int = 0  # prompts whose answer is already in the cache
     exact_tokens: bool = False  # True when a real tokenizer counted the input
     note: str = ""
+    counter: str = ""  # the token counter used (`TokenCounter.name`)
 
 
 @dataclass
@@ -137,7 +139,7 @@ def training_estimator(denoiser: str | None = None) -> CostEstimator | None:
     return None
 
 
-def expected_output_tokens(template: Template, provider: str = "", model: str = "") -> int:
+def expected_output_tokens(template: Template, provider: Any = "", model: str = "") -> int:
     """Expected answer tokens: the tagged answer at its word limit (text) or ``<s>10</s>`` (scores)."""
     from llmhd_cli.llm.tokens import count_tokens
 
@@ -157,18 +159,17 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
                       note: str = "") -> EstimateRow:
     """Count the tokens (and the cached answers) of rendered requests, and price them."""
     from llmhd_cli.llm.cache import AnswerStore, cache_key
-    from llmhd_cli.llm.tokens import count_prompt_tokens
+    from llmhd_cli.llm.tokens import counter_for
 
     name, model = ctx.provider.name, ctx.model
+    counter = counter_for(ctx.provider, model)
     store = AnswerStore(ctx.cache_dir) if ctx.cache_dir and Path(ctx.cache_dir).exists() else None
-    out_each = expected_output_tokens(template, name, model)
+    out_each = expected_output_tokens(template, ctx.provider, model)
     total_in = total_out = cached = 0
     cost = 0.0
-    exact = True
     try:
         for request in requests:
-            tokens, ok = count_prompt_tokens(request.system, request.prompt, name, model)
-            exact = exact and ok
+            tokens = counter.count_messages(request.system, request.prompt)
             total_in += tokens
             total_out += out_each
             rule = getattr(ctx.provider, "rule_versions", {}).get(request.task, "")
@@ -182,7 +183,8 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
     cut = sum(1 for r in requests if r.cut)
     if cut:
         note = "; ".join(filter(None, [note, f"{cut:,} prompts cut to fit the model's context window"]))
-    return EstimateRow(template.name, step, len(requests), total_in, total_out, cost, cached, exact and bool(requests), note)
+    return EstimateRow(template.name, step, len(requests), total_in, total_out, cost, cached,
+                       counter.exact and bool(requests), note, counter.name)
 
 
 def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
@@ -243,7 +245,21 @@ def estimate(workspace: Path, dataset_name: str, provider: str, model: str | Non
         result.notes.append(f"'{cls.name}' runs locally: tokens are counted for comparison, nothing is paid")
     elif not result.priced:
         result.notes.append(f"no price for {cls.name}/{model} in the price table: money shown as 0")
-    if result.rows and not all(r.exact_tokens for r in result.rows):
-        result.notes.append("input tokens estimated as ceil(characters / 4) + 4 per message (no tokenizer for this model)")
+    if any(r.prompts for r in result.rows):
+        result.notes.append(token_counter_note(result.rows))
     result.notes.append("output tokens assume answers at the templates' word limits (~4/3 token per word)")
     return result
+
+
+def token_counter_note(rows: list[EstimateRow]) -> str:
+    """Which counter the input tokens of ``rows`` come from: an exact tokenizer, or the estimate."""
+    from llmhd_cli.llm.tokens import APPROXIMATE
+
+    counted = [r for r in rows if r.prompts]
+    exact = ", ".join(sorted({r.counter or "a tokenizer" for r in counted if r.exact_tokens}))
+    if counted and all(r.exact_tokens for r in counted):
+        return f"input tokens counted exactly by the model's tokenizer ({exact})"
+    if exact:
+        return (f"input tokens counted exactly ({exact}) for some rows, estimated as "
+                f"{APPROXIMATE.name} for the others")
+    return f"input tokens estimated as {APPROXIMATE.name} (no tokenizer for this model)"

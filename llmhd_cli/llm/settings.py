@@ -32,7 +32,6 @@ from typing import Any
 from llmhd_cli.config import user_config, user_config_path
 from llmhd_cli.errors import LLMHDError
 
-DEFAULT_PROVIDER = "embed"  # offline, no key: works out of the box
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_TIMEOUT = 60.0
@@ -104,10 +103,29 @@ def _number(value: Any, where: str, kind: type, minimum: float) -> Any:
     return number
 
 
+def default_provider() -> str:
+    """The provider used when none is configured: the registered one whose class sets
+    ``is_default`` (the built-in offline, keyless scorer), the first by name if several do."""
+    from llmhd_cli import plugins
+
+    registry = plugins.registry("provider")
+    defaults = [name for name in registry.names() if getattr(registry.items[name], "is_default", False)]
+    if not defaults:
+        raise LLMHDError("no LLM provider chosen and none is the default: pass --provider, or set LLMHD_PROVIDER "
+                         f"or [llm] provider in {user_config_path()} (llmhd providers lists them)")
+    return defaults[0]
+
+
+def _config_provider(config: dict[str, Any]) -> str:
+    """The provider the user config's [llm] table is about (its model, base_url, context_window)."""
+    value = config.get("provider")
+    return str(value) if value else default_provider()
+
+
 def context_window_setting(provider: str) -> int | None:
     """``LLMHD_CONTEXT_WINDOW`` or ``[llm] context_window`` (the config's for the config's provider only)."""
     config = _llm_config()
-    value, where = _pick("context_window", None, config, config.get("provider", DEFAULT_PROVIDER) == provider)
+    value, where = _pick("context_window", None, config, _config_provider(config) == provider)
     return None if value is None else _number(value, where, int, MIN_CONTEXT_WINDOW)
 
 
@@ -136,10 +154,10 @@ def resolve_settings(*, provider: str | None = None, model: str | None = None, b
 
     config = _llm_config()
     chosen_provider, _ = _pick("provider", provider, config)
-    name = str(chosen_provider or DEFAULT_PROVIDER)
+    name = str(chosen_provider or default_provider())
     provider_cls = plugins.registry("provider").get(name, "--provider")
     # The config's model/base_url belong to the config's provider; don't apply them to another.
-    config_ok = config.get("provider", DEFAULT_PROVIDER) == name
+    config_ok = _config_provider(config) == name
 
     url, _ = _pick("base_url", base_url, config, config_ok)
     if not url and provider_cls.base_url_env and os.environ.get(provider_cls.base_url_env):
