@@ -1,0 +1,415 @@
+"""summarize --batch through OpenAI's Batch API and Anthropic's Message Batches (local servers).
+
+The servers (batch_servers.py) really process each batch and count what was submitted, so the
+tests prove server-side that a killed run picks up its batch instead of paying again, and that
+two processes on one cache submit each prompt once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from batch_servers import AnthropicBatchServer, OpenAIBatchServer, profile_answer, tokens_of
+from cli_helpers import write_text_dataset
+
+from llmhd_cli.errors import LLMHDError
+from llmhd_cli.llm import batch as batch_module
+from llmhd_cli.llm.batch import BATCH_DIR, JobStore
+from llmhd_cli.llm.cache import read_ledger
+from llmhd_cli.llm.pricing import PriceTable, load_prices
+from llmhd_cli.llm.profiles import ProfileStore
+from llmhd_cli.llm.settings import resolve_settings
+from llmhd_cli.summarize import SummarizeOptions, summarize
+
+pytestmark = pytest.mark.server
+
+TEXTS = {f"i{k}": f"title: Book {k}; genres: fiction" for k in range(6)}
+TRAIN = {"u1": ["i0", "i1"], "u2": ["i2", "i3"], "u3": ["i4", "i5"], "u4": ["i0", "i5"]}
+ANTHROPIC_KEY = "sk-ant-batch-test-5d1c2b9e"
+KINDS = {
+    "openai": (OpenAIBatchServer, "gpt-4o-mini", "/v1"),
+    "anthropic": (AnthropicBatchServer, "claude-haiku-4-5", ""),
+}
+PRICES = load_prices()
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch):
+    monkeypatch.setenv("LLMHD_BATCH_POLL", "0.05")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+
+
+def make_workspace(root: Path, name: str = "ws") -> Path:
+    workspace = root / name
+    write_text_dataset(workspace, "tiny", TRAIN, {"u1": ["i2"]}, TEXTS)
+    return workspace
+
+
+def settings_for(kind: str, server, model: str | None = None):
+    _, default_model, suffix = KINDS[kind]
+    return resolve_settings(provider=kind, model=model or default_model, base_url=server.url + suffix)
+
+
+def profiles_of(workspace: Path, kind: str) -> dict[str, str]:
+    from llmhd_cli.datasets import open_dataset
+
+    profiles, _ = ProfileStore(open_dataset(workspace, "tiny")).user_profiles(kind)
+    return profiles
+
+
+def ledger_of(workspace: Path) -> dict[str, object]:
+    return {row.template: row for row in read_ledger(workspace / "llm-cache")}
+
+
+def batch_price(kind: str, model: str, tokens_in: int, tokens_out: int) -> float:
+    return PRICES.get(kind, model).cost(tokens_in, tokens_out) * 0.5
+
+
+# ------------------------------------------------------------------------------ the batch path
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_batch_stores_what_the_normal_path_would_at_the_batch_price(kind, tmp_path):
+    server_cls, model, _ = KINDS[kind]
+    batch_ws, normal_ws = make_workspace(tmp_path, "batch"), make_workspace(tmp_path, "normal")
+    with server_cls(in_progress_polls=3) as server:
+        result = summarize(batch_ws, settings_for(kind, server), SummarizeOptions("tiny", batch=True, items=True))
+        assert (server.submissions, server.submitted_requests, server.normal_calls) == (2, 10, 0)
+        assert server.polls >= 8  # each batch stayed in progress for 3 polls
+    with server_cls() as server:
+        summarize(normal_ws, settings_for(kind, server), SummarizeOptions("tiny", items=True))
+        assert server.submissions == 0 and server.normal_calls == 10
+    assert result.profiles == 4 and result.batch is not None
+    assert (result.batch.submitted, result.batch.answered, result.batch.failed) == (2, 10, 0)
+    batch_profiles = profiles_of(batch_ws, kind)
+    assert batch_profiles == profiles_of(normal_ws, kind) and len(batch_profiles) == 4
+    assert all("profile " in text for text in batch_profiles.values())
+    batch_rows, normal_rows = ledger_of(batch_ws), ledger_of(normal_ws)
+    for template in ("books/item_profile", "books/summarize"):
+        b, n = batch_rows[template], normal_rows[template]
+        assert (b.calls, b.input_tokens, b.output_tokens) == (n.calls, n.input_tokens, n.output_tokens)
+        assert b.input_tokens > 0 and b.calls in (4, 6)
+        assert b.cost == pytest.approx(batch_price(kind, model, b.input_tokens, b.output_tokens))
+        assert b.cost == pytest.approx(n.cost / 2)
+    row = next(r for r in result.rows if r.template == "books/summarize")
+    assert (row.calls, row.cache_hits) == (4, 0) and row.cost == pytest.approx(batch_rows["books/summarize"].cost)
+    # Every job record says collected, names no key and no URL.
+    records = list((batch_ws / "llm-cache" / BATCH_DIR).glob("*.json"))
+    assert len(records) == 2
+    for path in records:
+        text = path.read_text()
+        data = json.loads(text)
+        assert data["state"] == "collected" and data["counts"] == {"answered": len(data["requests"]), "failed": 0}
+        assert ANTHROPIC_KEY not in text and "127.0.0.1" not in text
+    assert not list((batch_ws / "llm-cache" / BATCH_DIR).glob("*.pending.json"))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_second_summarize_submits_nothing(kind, tmp_path):
+    server_cls, _, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    with server_cls() as server:
+        settings = settings_for(kind, server)
+        summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        again = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.normal_calls) == (1, 0)
+    assert again.profiles == 4 and again.batch.submitted == 0
+    [row] = again.rows
+    assert (row.calls, row.cache_hits, row.cost) == (0, 4, 0)
+    assert ledger_of(workspace)["books/summarize"].calls == 4
+
+
+def test_batch_answers_are_cache_hits_for_the_normal_path(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer() as server:
+        settings = settings_for("openai", server)
+        summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        normal = summarize(workspace, settings, SummarizeOptions("tiny"))
+        assert server.normal_calls == 0
+    assert normal.rows[0].cache_hits == 4
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+CHILD = """
+import logging, sys
+from pathlib import Path
+from llmhd_cli.llm.settings import resolve_settings
+from llmhd_cli.summarize import SummarizeOptions, summarize
+logging.basicConfig(level=logging.WARNING)
+kind, model, url, workspace = sys.argv[1:5]
+settings = resolve_settings(provider=kind, model=model, base_url=url)
+if len(sys.argv) > 5:
+    print("ready", flush=True)
+    sys.stdin.readline()
+result = summarize(Path(workspace), settings, SummarizeOptions("tiny", batch=True))
+print("profiles", result.profiles, "submitted", result.batch.submitted, "waited", result.batch.waited, flush=True)
+"""
+
+
+def child(kind: str, server, workspace: Path, wait_for_go: bool = False) -> subprocess.Popen:
+    _, model, suffix = KINDS[kind]
+    args = [sys.executable, "-c", CHILD, kind, model, server.url + suffix, str(workspace)] + (["go"] if wait_for_go else [])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_run_killed_after_the_submit_picks_up_its_batch(kind, tmp_path):
+    server_cls, model, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    jobs = workspace / "llm-cache" / BATCH_DIR
+    with server_cls(in_progress_polls=10**6) as server:
+        proc = child(kind, server, workspace)
+        try:
+            wait_for(lambda: server.polls >= 2)  # submitted, recorded, polling
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        [record] = [json.loads(p.read_text()) for p in jobs.glob("*.json")]
+        assert record["state"] == "submitted" and len(record["requests"]) == 4
+        assert server.submissions == 1
+        server.in_progress_polls = 0  # the batch ends now
+        result = summarize(workspace, settings_for(kind, server), SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.submitted_requests, server.normal_calls) == (1, 4, 0)
+    assert result.profiles == 4 and (result.batch.resumed, result.batch.submitted) == (1, 0)
+    row = ledger_of(workspace)["books/summarize"]
+    assert row.calls == 4 and row.cost == pytest.approx(batch_price(kind, model, row.input_tokens, row.output_tokens))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_an_exception_after_the_record_is_written_resumes(kind, tmp_path, monkeypatch):
+    server_cls, _, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    written = JobStore.write_submitted
+
+    def crash_after(self, record):
+        written(self, record)
+        raise RuntimeError("injected crash after the job record")
+
+    with server_cls(in_progress_polls=2) as server:
+        settings = settings_for(kind, server)
+        monkeypatch.setattr(JobStore, "write_submitted", crash_after)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        monkeypatch.setattr(JobStore, "write_submitted", written)
+        result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.normal_calls) == (1, 0)
+    assert result.profiles == 4 and result.batch.resumed == 1
+
+
+def crash_before_record(monkeypatch):
+    def crash(self, record):
+        raise KeyboardInterrupt  # killed between the submit and the record
+
+    monkeypatch.setattr(JobStore, "write_submitted", crash)
+
+
+def test_openai_finds_a_batch_whose_record_was_never_written(tmp_path, monkeypatch, caplog):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(in_progress_polls=1) as server:
+        settings = settings_for("openai", server)
+        crash_before_record(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        monkeypatch.undo()
+        monkeypatch.setenv("LLMHD_BATCH_POLL", "0.05")
+        assert len(list((workspace / "llm-cache" / BATCH_DIR).glob("*.pending.json"))) == 1
+        with caplog.at_level(logging.WARNING):
+            result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert server.submissions == 1  # found through its llmhd_job tag, not submitted again
+    assert result.profiles == 4 and result.batch.resumed == 1
+    assert any("was interrupted before its record was written; found its batch" in r.getMessage()
+               for r in caplog.records)
+    assert not list((workspace / "llm-cache" / BATCH_DIR).glob("*.pending.json"))
+
+
+def test_anthropic_interrupted_submit_is_reported_not_paid_again(tmp_path, monkeypatch):
+    workspace = make_workspace(tmp_path)
+    with AnthropicBatchServer() as server:
+        settings = settings_for("anthropic", server)
+        crash_before_record(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        monkeypatch.undo()
+        monkeypatch.setenv("LLMHD_BATCH_POLL", "0.05")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+        [marker] = (workspace / "llm-cache" / BATCH_DIR).glob("*.pending.json")
+        with pytest.raises(LLMHDError, match="was interrupted before its batch id was recorded") as info:
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert str(marker) in str(info.value) and "\n" not in str(info.value)
+        assert server.submissions == 1
+        marker.unlink()  # the user checked: submit again
+        result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert server.submissions == 2
+    assert result.profiles == 4
+
+
+def test_two_processes_submit_each_prompt_once(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(in_progress_polls=60) as server:  # 3 s or more: the two overlap
+        procs = [child("openai", server, workspace, wait_for_go=True) for _ in range(2)]
+        try:
+            for proc in procs:
+                assert proc.stdout.readline().strip() == "ready"
+            for proc in procs:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            outs = [proc.communicate(timeout=120) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for proc, (_out, err) in zip(procs, outs, strict=True):
+            assert proc.returncode == 0, err
+        # Each prompt submitted once (claims are per prompt: the two may split them between two batches).
+        assert (server.submitted_requests, server.normal_calls) == (4, 0) and server.submissions in (1, 2)
+    counts = [out.strip().splitlines()[-1].split() for out, _ in outs]
+    assert all(c[:2] == ["profiles", "4"] for c in counts), counts
+    waited = sorted(int(c[5]) for c in counts)
+    assert sum(int(c[3]) for c in counts) == server.submissions and waited[-1] > 0, counts
+    assert ledger_of(workspace)["books/summarize"].calls == 4
+
+
+# ------------------------------------------------------------------------------ failures
+
+
+def fail_u3(prompt: str) -> str | None:
+    return "expired" if "Book 4" in prompt else None  # only u3 has item i4
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_partial_failures_are_counted_never_fatal(kind, tmp_path, caplog):
+    server_cls, _, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    with server_cls(fail=fail_u3) as server, caplog.at_level(logging.WARNING):
+        result = summarize(workspace, settings_for(kind, server), SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.normal_calls) == (1, 0)
+    assert (result.profiles, result.batch.answered, result.batch.failed) == (3, 3, 1)
+    assert "u3" not in profiles_of(workspace, kind)
+    row = ledger_of(workspace)["books/summarize"]
+    assert (row.calls, row.failures) == (3, 1)
+    assert any("1 requests came back without an answer" in r.getMessage() and "expired" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_fallback_sends_the_unanswered_as_normal_calls(kind, tmp_path):
+    server_cls, model, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    with server_cls(fail=fail_u3) as server:
+        result = summarize(workspace, settings_for(kind, server),
+                           SummarizeOptions("tiny", batch=True, batch_fallback=True))
+        assert (server.submissions, server.normal_calls) == (1, 1)
+    assert (result.profiles, result.batch.fallback) == (4, 1)
+    row = ledger_of(workspace)["books/summarize"]
+    assert (row.calls, row.failures) == (4, 0)
+    # three answers at the batch price, one at the list price
+    assert row.cost > batch_price(kind, model, row.input_tokens, row.output_tokens)
+
+
+def test_a_malformed_batch_answer_is_reasked_once_as_a_normal_call(tmp_path):
+    asked: list[str] = []
+
+    def answer(system: str, prompt: str) -> str:
+        if "Book 4" in prompt:
+            asked.append(prompt)
+            if len(asked) == 1:  # the batch's answer; the re-ask then follows the format
+                return "I would rather not use tags."
+        return profile_answer(system, prompt)
+
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(answer=answer) as server:
+        result = summarize(workspace, settings_for("openai", server), SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.normal_calls) == (1, 1)
+    assert result.profiles == 4 and len(asked) == 2 and asked[1].startswith(asked[0]) and asked[1] != asked[0]
+    row = ledger_of(workspace)["books/summarize"]
+    assert (row.calls, row.failures) == (5, 0)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_bad_model_is_one_line(kind, tmp_path):
+    server_cls, model, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    with server_cls(models=(model,)) as server:
+        settings = settings_for(kind, server, model="no-such-model") if kind == "openai" else None
+        if settings is None:  # anthropic checks its model names before anything is sent
+            with pytest.raises(LLMHDError, match="unknown model 'no-such-model'"):
+                settings_for(kind, server, model="no-such-model")
+            return
+        with pytest.raises(LLMHDError) as info:
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert server.normal_calls == 0
+    message = str(info.value)
+    assert "\n" not in message and "all 4 calls failed" in message and "no-such-model" in message
+    assert not (workspace / "datasets" / "tiny" / "profiles").exists()
+
+
+def test_a_provider_without_a_batch_api_is_one_line(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with pytest.raises(LLMHDError, match=r"--batch: provider 'embed' has no batch API \(providers with one: "
+                                         r"anthropic, openai\)"):
+        summarize(workspace, resolve_settings(provider="embed"), SummarizeOptions("tiny", batch=True))
+    assert not (workspace / "llm-cache" / BATCH_DIR).exists()
+
+
+def test_a_refused_submit_leaves_no_marker_and_stops_with_one_line(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with AnthropicBatchServer() as server:
+        server.server.handler = lambda rec: __import__("llm_servers").Reply(
+            401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+        with pytest.raises(LLMHDError, match="HTTP 401") as info:
+            summarize(workspace, settings_for("anthropic", server), SummarizeOptions("tiny", batch=True))
+    assert ANTHROPIC_KEY not in str(info.value)
+    assert not list((workspace / "llm-cache" / BATCH_DIR).glob("*.json"))
+
+
+def test_budget_limits_what_is_submitted(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer() as server:
+        settings = settings_for("openai", server)
+        settings.max_cost = 1e-9
+        result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert server.submissions == 0
+    assert result.budget_exhausted and result.profiles == 0
+
+
+# ------------------------------------------------------------------------------ prices
+
+
+def test_batch_price_factor_in_the_table(tmp_path):
+    table = load_prices()
+    assert table.batch_factor("openai") == table.batch_factor("anthropic") == 0.5
+    assert table.cost("openai", "gpt-4o-mini", 1_000_000, 1_000_000, batch=True) == pytest.approx((0.15 + 0.60) / 2)
+    assert table.batch_factor("embed") == 1.0
+    custom = PriceTable.from_dict({"openai": {"m": {"input": 1.0, "output": 2.0}}, "batch": {"openai": 0.25}})
+    assert custom.cost("openai", "m", 1_000_000, 0, batch=True) == pytest.approx(0.25)
+    for bad in (1.5, -0.1, "half", True, float("nan")):
+        with pytest.raises(LLMHDError, match=r"\[batch\] openai must be a number from 0 to 1"):
+            PriceTable.from_dict({"batch": {"openai": bad}})
+
+
+def test_tokens_come_from_the_servers_usage():
+    assert tokens_of("abcd" * 10) == 10
+    assert batch_module.endpoint_id("http://user:secret@host/v1") != "" and "secret" not in batch_module.endpoint_id(
+        "http://user:secret@host/v1")
