@@ -137,12 +137,12 @@ def test_oracle_bulk_scores_equal_the_per_request_scores(ml100k: Any) -> None:
 
 
 def make_judge(dataset: Any, provider: Any, cache: Path, profiles: dict[str, str], accuracy: float = 1.0,
-               dry: bool = False) -> LLMJudge:
+               dry: bool = False, scoring: str = "listwise") -> LLMJudge:
     users = np.array(sorted(profiles))
     items = np.array(sorted(item_texts(dataset)))
     client = None if dry else LLMClient(provider, cache, concurrency=2)
     return LLMJudge(client, template_set_for("movies"), users, items, profiles, item_texts(dataset), dataset.path,
-                    judge_accuracy=accuracy, seed=3, dry=dry, dataset_version=dataset.fingerprint())
+                    judge_accuracy=accuracy, seed=3, dry=dry, dataset_version=dataset.fingerprint(), scoring=scoring)
 
 
 def judged(judge: LLMJudge, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -217,8 +217,9 @@ def test_providers_without_bulk_and_the_dry_run_render_prompts_as_before(ml100k:
     np.testing.assert_array_equal(rerun.scores(users, items), first)
     assert rerun.stats.cache_hits == rerun.stats.score_requests > 0 and rerun.stats.calls == 0
     rerun.client.close()
-    # The dry run (llmhd cost) renders every unique prompt even for a provider that scores in bulk.
-    dry = make_judge(ml100k, EmbedProvider(), tmp_path / "d", profiles, dry=True)
+    # The dry run (llmhd cost) renders every unique prompt even for a provider that scores in bulk
+    # (pairwise here: one T_score prompt per pair; the listwise dry run is tested in test_listwise.py).
+    dry = make_judge(ml100k, EmbedProvider(), tmp_path / "d", profiles, dry=True, scoring="pairwise")
     assert not dry._bulk("score")
     assert np.isnan(dry.scores(users, items)).all()
     assert dry.stats.score_requests == slow.stats.score_requests  # same pairs asked

@@ -93,12 +93,13 @@ def test_table4_rows_and_nothing_sent(workspace: Path, baseline: str, capsys: py
     for name in ("T_sum", "T_score", "T_fp", "T_fn", "total"):
         table_row(out, name)
     assert table_row(out, "T_sum")[1:3] == ["summarize", "movies/summarize"]
-    assert table_row(out, "T_score")[2] == "movies/score"
+    assert table_row(out, "T_score")[2] == "movies/score_list"  # listwise by default (docs/cost.md)
     score, fp, fn, total = (counts(out, n) for n in ("T_score", "T_fp", "T_fn", "total"))
     assert score[0] > 0 and fp[0] > 0 and fn[0] > 0, out
     assert total[0] == counts(out, "T_sum")[0] + score[0] + fp[0] + fn[0]
-    # A score answer is <s>10</s> (a few tokens); a profile rewrite is up to 100 words.
-    assert score[2] <= 10 * score[0] and fp[2] > 100 * fp[0]
+    # A list's answer is a line "<n>: <s>10</s>" (a few tokens) per item, at most 8 items (--list-size);
+    # a profile rewrite is up to 100 words.
+    assert score[2] <= 8 * 5 * score[0] and fp[2] > 100 * fp[0]
     assert "stand-ins" in flat  # no summaries yet: profiles made from the users' item texts
     # Nothing reached the cache or the ledger, and the workspace has no run from the dry run.
     code, spent, _ = run_cli(capsys, workspace, "cost", "--spent")
@@ -143,7 +144,7 @@ def test_stored_profiles_are_used_and_variant_ld_scores_nothing(workspace: Path,
                                 overrides={"batch_size": 1024, "device": "cpu"}, llmhd={"alpha": 50.0})
         report = dry_run(workspace, dataset, config, run_dir=tmp_path / "run")
         assert isinstance(report, DryRunReport) and not report.stand_in_profiles
-        assert report.requests["score"] and all("PROFILE-" in r.prompt for r in report.requests["score"])
+        assert report.requests["score_list"] and all("PROFILE-" in r.prompt for r in report.requests["score_list"])
         assert (tmp_path / "run" / "log.jsonl").exists()  # --run-dir keeps the dry run's directory
         config = dry_run_config(DATASET, "openai", "gpt-4o-mini", epochs=3,
                                 overrides={"batch_size": 1024, "device": "cpu"}, llmhd={"alpha": 50.0, "variant": "ld"})

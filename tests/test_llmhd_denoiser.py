@@ -334,7 +334,9 @@ def make_denoiser(judge: FakeJudge | None, n_users: int = 20, n_items: int = 30,
     """A denoiser whose score history holds 3 random snapshots (returned, to recompute variances)."""
     opts = {o.name: o.default for o in OPTIONS}
     opts.update(alpha=1.0, **options)
-    data = SimpleNamespace(is_noise=np.zeros(100, dtype=bool))
+    # Training pairs: user u has item u (the negative pools draw outside them).
+    data = SimpleNamespace(is_noise=np.zeros(100, dtype=bool), train_users=np.arange(n_users),
+                           train_items=np.arange(n_users) % n_items)
     context = TrainContext("bpr", n_users, n_items, 100, 1, torch.device("cpu"), data=data, seed=seed)
     denoiser = LLMHDDenoiser(opts, context, judge)
     gen = torch.Generator().manual_seed(1)
@@ -364,7 +366,7 @@ def top(values: np.ndarray, fraction: float) -> set[int]:
 
 def test_variance_pruning_and_pairwise_judging_on_one_batch() -> None:
     judge = FakeJudge()
-    denoiser, snaps = make_denoiser(judge, eps_l_max=0.25, eps_v=0.3, hard_rule="paper")
+    denoiser, snaps = make_denoiser(judge, eps_l_max=0.25, eps_v=0.3, hard_rule="paper", negatives="fresh")
     recorder = Recorder()
     denoiser.trace = recorder
     batch = bpr_batch()

@@ -201,7 +201,8 @@ def test_the_estimate_counts_the_prompts_summarize_sends(workspace, monkeypatch,
     assert any("2 of 3 prompts were cut" in r.getMessage() for r in caplog.records)
 
 
-def test_the_judge_renders_its_prompts_to_the_same_budget(workspace, monkeypatch):
+@pytest.mark.parametrize("scoring, score_task", [("pairwise", "score"), ("listwise", "score_list")])
+def test_the_judge_renders_its_prompts_to_the_same_budget(workspace, monkeypatch, scoring, score_task):
     # Training's T_score / T_fp (and so the cost dry run, which builds the same judge) cut alike.
     import numpy as np
 
@@ -212,7 +213,8 @@ def test_the_judge_renders_its_prompts_to_the_same_budget(workspace, monkeypatch
 
     monkeypatch.setenv("LLMHD_CONTEXT_WINDOW", "2048")
     spec = plugins.registry("denoiser").get("llmhd", "--denoiser")
-    options = denoiser_options(spec, {"provider": "openai", "model": "local", "base_url": "http://127.0.0.1:9/v1"})
+    options = denoiser_options(spec, {"provider": "openai", "model": "local", "base_url": "http://127.0.0.1:9/v1",
+                                      "scoring": scoring})
     dataset = open_dataset(workspace, "tiny")
     data = type("Data", (), {"user_tokens": np.array(["[PAD]", "u1", "u2", "u3"]),
                              "item_tokens": np.array(["[PAD]", "b1", "b2", "b3", "b4"])})()
@@ -221,7 +223,7 @@ def test_the_judge_renders_its_prompts_to_the_same_budget(workspace, monkeypatch
     judge.scores(np.array([1, 2]), np.array([1, 2]))
     judge.update_profiles("update_fp", {1: [1, 2], 2: [1]}, epoch=0)
     requests = list(judge.dry_requests.values())
-    assert {r.task for r in requests} == {"score", "update_fp"} and len(requests) == 4
+    assert {r.task for r in requests} == {score_task, "update_fp"} and len(requests) == 4
     budget = PromptBudget(2048, "openai", "local")
     assert all(budget.count(*longest_prompt(r)) <= budget.limit(r.params.get("max_tokens")) for r in requests)
     assert sum(1 for r in requests if r.cut) == 3  # all but (u2, b2): u1's profile or item b1's text

@@ -11,8 +11,8 @@ from cli_helpers import run_cli
 from llmhd_cli import plugins
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
-from llmhd_cli.llm.base import TASKS
 from llmhd_cli.llm.prompts import (
+    TASKS,
     TemplateSet,
     available_sets,
     builtin_prompts_dir,

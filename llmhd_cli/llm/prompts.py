@@ -14,7 +14,7 @@ One template file::
     prompt = '''... {user_profile} ... {item_profile} ...'''   # str.format placeholders
     reask_hint = "..."                      # optional: appended once when an answer does not parse
     [output]                                # the parser
-    type = "int"                            # int | text
+    type = "int"                            # int | text | int_list (task score_list only)
     tag = "s"                               # answer must contain exactly one <s>...</s>
     pattern = '[0-9]{1,2}'                  # the tag's content must match it fully
     range = [1, 10]                         # int only: allowed values
@@ -23,17 +23,25 @@ One template file::
     [schema]                                # optional JSON schema for structured output
     [params]                                # optional: temperature, max_tokens, ...
 
+The ``score_list`` task (T_score listwise) numbers its ``{item_profiles}`` 1..n and expects an
+``int_list`` answer: one line ``<number>: <tag>score</tag>`` per item (or, structured, a JSON
+list of ``{"item": n, "score": s}`` under ``json_field``). `OutputSpec.parse_list` reads it
+strictly: a line that is not exactly that, a number outside 1..n, a number given twice, or a
+score outside the range leaves that item out of the answer (it is *missing*, for the caller to
+count and re-ask); an answer with no valid score at all is malformed (the client re-asks it).
+
 Every problem found at load time is one `LLMHDError` line naming the file and the key.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import shutil
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -41,11 +49,16 @@ from typing import Any
 
 from llmhd_cli.config import read_toml
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.llm.base import TASKS, LLMRequest
+from llmhd_cli.llm.base import TASKS as PROVIDER_TASKS
+from llmhd_cli.llm.base import LLMRequest
 from llmhd_cli.llm.tokens import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD_TOKENS
 from llmhd_cli.llm.tokens import PromptBudget
 
 GENERIC_SET = "items"  # the set used for a domain no other set serves
+# The template kinds: the providers' tasks plus ``score_list``, T_score listwise (one prompt
+# scores several items for one user: the llmhd judge's ``--scoring listwise``). Only
+# generative providers are sent it; local ones score pairs.
+TASKS = tuple(dict.fromkeys((*PROVIDER_TASKS, "score_list")))
 SET_FILE = "set.toml"
 
 # Placeholders each task's prompt must use, and those it may use. Anything else is a typo.
@@ -55,6 +68,7 @@ REQUIRED_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "update_fp": frozenset({"user_profile", "item_profiles"}),
     "update_fn": frozenset({"user_profile", "item_profiles"}),
     "item_profile": frozenset(),
+    "score_list": frozenset({"user_profile", "item_profiles"}),
 }
 OPTIONAL_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "summarize": frozenset({"n_items"}),
@@ -62,7 +76,10 @@ OPTIONAL_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "update_fp": frozenset({"n_items"}),
     "update_fn": frozenset({"n_items"}),
     "item_profile": frozenset({"item_text", "item_id", "attributes"}),
+    "score_list": frozenset({"n_items"}),
 }
+# The output type each task's answers must have (the default: text).
+OUTPUT_TYPES = {"score": "int", "score_list": "int_list"}
 TOP_KEYS = {"task", "description", "system", "prompt", "reask_hint", "output", "schema", "params"}
 OUTPUT_KEYS = {"type", "tag", "pattern", "range", "max_words", "json_field"}
 _TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -83,7 +100,7 @@ def _fail(path: Path | str, key: str, problem: str) -> LLMHDError:
 class OutputSpec:
     """How an answer is parsed: one ``<tag>...</tag>`` whose content matches ``pattern``."""
 
-    type: str  # "int" or "text"
+    type: str  # "int", "text" or "int_list" (score_list: one score per listed item)
     tag: str
     pattern: str | None = None
     range: tuple[int, int] | None = None
@@ -100,6 +117,60 @@ class OutputSpec:
         else:
             content = self._from_tag(text)
         return self._check(content)
+
+    def parse_list(self, text: str, n: int) -> dict[int, int]:
+        """An ``int_list`` answer for ``n`` listed items: {item number (1..n): score}.
+
+        Items without exactly one valid line (or JSON entry) are left out: the caller counts
+        them as missing. ValueError when not one item has a valid score (a malformed answer).
+        """
+        if not isinstance(text, str):
+            raise ValueError("answer is not text")
+        stripped = text.strip()
+        if self.json_field and stripped.startswith("{"):
+            entries = self._list_from_json(stripped)
+        else:
+            line = re.compile(rf"\s*(?:item\s*)?#?(\d{{1,4}})\s*[:.)=-]\s*<{re.escape(self.tag)}>(.*?)"
+                              rf"</{re.escape(self.tag)}>\s*", re.I)
+            entries = []
+            for row in text.splitlines():
+                match = line.fullmatch(row)
+                if match is not None:
+                    entries.append((match.group(1), match.group(2).strip()))
+        seen: dict[int, int | None] = {}
+        for number, content in entries:
+            try:
+                position = int(number)
+                score = self._check(content) if self.type == "int_list" else None
+            except ValueError:
+                score = None
+                position = int(number) if str(number).isdigit() else 0
+            if not 1 <= position <= n:
+                continue
+            # Given twice: neither answer is trusted.
+            seen[position] = None if position in seen else score
+        scores = {k: v for k, v in seen.items() if v is not None}
+        if not scores:
+            raise ValueError(f"no valid '<number>: <{self.tag}>score</{self.tag}>' line for any of the {n} items")
+        return dict(sorted(scores.items()))
+
+    def _list_from_json(self, text: str) -> list[tuple[str, str]]:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON answer ({exc.msg})") from None
+        if not isinstance(data, dict) or not isinstance(data.get(self.json_field), list):
+            raise ValueError(f"JSON answer has no list '{self.json_field}'")
+        out = []
+        for entry in data[self.json_field]:
+            if not isinstance(entry, dict):
+                continue
+            number, score = entry.get("item"), entry.get("score")
+            if isinstance(number, bool) or isinstance(score, bool) or not isinstance(number, int) \
+                    or not isinstance(score, (int, str)):
+                continue
+            out.append((str(number), str(score).strip()))
+        return out
 
     def _from_tag(self, text: str) -> str:
         opens = len(re.findall(rf"<{re.escape(self.tag)}>", text))
@@ -128,7 +199,7 @@ class OutputSpec:
     def _check(self, content: str) -> Any:
         if self.pattern is not None and re.fullmatch(self.pattern, content, re.S) is None:
             raise ValueError(f"<{self.tag}> content {content[:40]!r} does not match {self.pattern!r}")
-        if self.type == "int":
+        if self.type in ("int", "int_list"):
             try:
                 value = int(content)
             except ValueError:
@@ -181,6 +252,10 @@ class Template:
     def parse(self, text: str) -> Any:
         return self.output.parse(text)
 
+    def parse_list(self, n: int) -> Callable[[str], dict[int, int]]:
+        """The parser of a ``score_list`` answer for ``n`` listed items."""
+        return functools.partial(self.output.parse_list, n=n)
+
     def render(self, variables: Mapping[str, Any], *, structured: bool = False,
                budget: PromptBudget | None = None) -> LLMRequest:
         """Fill the placeholders; ``variables`` may carry extra context (user_id, dataset_dir, ...).
@@ -200,6 +275,11 @@ class Template:
         if budget is not None:
             values, cut = self.fit_values(variables, values, budget)
         system, prompt, hint = self._fill(values)
+        parse = self.parse
+        if self.output.type == "int_list":
+            # Items the budget left out of the list are not asked for: parse the ones shown.
+            shown = values.get("item_profiles", "")
+            parse = self.parse_list(len(shown.split("\n")) if shown else 0)
         return LLMRequest(
             task=self.task,
             template=self.name,
@@ -209,7 +289,7 @@ class Template:
             variables=dict(variables),
             params=dict(self.params),
             response_schema=self.schema if structured else None,
-            parse=self.parse,
+            parse=parse,
             reask_hint=hint,
             cut=cut,
         )
@@ -451,10 +531,10 @@ def _load_output(path: Path, out: Any, task: str) -> OutputSpec:
         if key not in out:
             raise _fail(path, f"output.{key}", "missing")
     kind = out["type"]
-    if kind not in ("int", "text"):
-        raise _fail(path, "output.type", f"must be 'int' or 'text', not {kind!r}")
-    if (task == "score") != (kind == "int"):
-        raise _fail(path, "output.type", f"task '{task}' needs output type '{'int' if task == 'score' else 'text'}'")
+    if kind not in ("int", "text", "int_list"):
+        raise _fail(path, "output.type", f"must be 'int', 'text' or 'int_list', not {kind!r}")
+    if kind != OUTPUT_TYPES.get(task, "text"):
+        raise _fail(path, "output.type", f"task '{task}' needs output type '{OUTPUT_TYPES.get(task, 'text')}'")
     tag = out["tag"]
     if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise _fail(path, "output.tag", f"{tag!r} is not a tag name (letters, digits, _ or -)")
@@ -467,7 +547,7 @@ def _load_output(path: Path, out: Any, task: str) -> OutputSpec:
         except re.error as exc:
             raise _fail(path, "output.pattern", f"bad regex ({exc})") from None
     bounds = None
-    if kind == "int":
+    if kind in ("int", "int_list"):
         bounds = out.get("range")
         if bounds is None:
             raise _fail(path, "output.range", "missing (an int output needs [low, high])")
@@ -476,7 +556,7 @@ def _load_output(path: Path, out: Any, task: str) -> OutputSpec:
             raise _fail(path, "output.range", f"must be [low, high] integers, not {bounds!r}")
         if not bounds[0] < bounds[1]:
             raise _fail(path, "output.range", f"out of range: low {bounds[0]} is not below high {bounds[1]}")
-        if task == "score" and (bounds[0] < 1 or bounds[1] > 10):
+        if task in ("score", "score_list") and (bounds[0] < 1 or bounds[1] > 10):
             raise _fail(path, "output.range", f"out of range: scores are 1..10, not {bounds[0]}..{bounds[1]}")
         bounds = (bounds[0], bounds[1])
     elif "range" in out:

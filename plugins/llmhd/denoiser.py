@@ -31,7 +31,8 @@ import torch
 
 from llmhd_cli.denoising import Decision, Denoiser, SampleBatch, TrainContext
 from llmhd_cli.errors import LLMHDError
-from llmhd_plugins.llmhd.judge import JudgeStats, LLMJudge, check_judge_accuracy
+from llmhd_plugins.llmhd.judge import SCORING, JudgeStats, LLMJudge, check_judge_accuracy
+from llmhd_plugins.llmhd.negative_pool import NegativePool, mean_by_sample
 
 # The option declarations and the registration live in options.py (torch-free, for llmhd --help).
 from llmhd_plugins.llmhd.options import OPTIONS as OPTIONS
@@ -122,6 +123,9 @@ class LLMHDDenoiser(Denoiser):
         data = context.data
         self.is_noise = torch.as_tensor(data.is_noise, device=context.device) if data is not None else None
         self.n_items = context.n_items
+        # --negatives pool: the LLM judges a sample's negative side by the user's recurring pool.
+        self.pool = (NegativePool(context.n_items, data.train_users, data.train_items, options["neg_pool"], context.seed)
+                     if options["negatives"] == "pool" and data is not None and self.variant["lms"] else None)
         # PU state: flag counts of training positives (by row) and of sampled negatives (by pair key).
         self.fp_counts = np.zeros(context.n_train, dtype=np.int32)
         self.fp_done = np.zeros(context.n_train, dtype=bool)
@@ -222,19 +226,40 @@ class LLMHDDenoiser(Denoiser):
         users = batch.users[chosen].cpu().numpy()
         items = batch.items[chosen].cpu().numpy()
         step, a = batch.step, self.o["alpha"]
+        n = len(users)
         if batch.objective == "bpr":
-            negs = batch.neg_items[chosen].cpu().numpy()
-            scores = self.judge.scores(np.concatenate([users, users]), np.concatenate([items, negs]))
-            pos, neg = scores[:len(users)], scores[len(users):]
+            if self.pool is not None:
+                # The negative side is the user's pool (asked after the positives, so a listwise
+                # judge puts a user's positive and pool items in one list).
+                index, pool_items = self.pool.items(users)
+                scores = self.judge.scores(np.concatenate([users, users[index]]), np.concatenate([items, pool_items]))
+                pos, neg = scores[:n], mean_by_sample(index, scores[n:], n)
+            else:
+                negs = batch.neg_items[chosen].cpu().numpy()
+                scores = self.judge.scores(np.concatenate([users, users]), np.concatenate([items, negs]))
+                pos, neg = scores[:n], scores[n:]
             eps_pair = falling(step, a, self.o["eps_pair_max"], self.o["eps_pair_min"])
             hard = hard_pairwise(pos, neg, eps_pair, self.o["hard_rule"])
-            self._counts["scored_pairs"] += 2 * len(users)
+            self._counts["scored_pairs"] += len(scores)
         else:
-            scores = self.judge.scores(users, items)
+            labels = batch.labels[chosen].cpu().numpy()
+            if self.pool is not None:
+                # Positives are scored themselves; a negative by its user's pool.
+                negative = np.flatnonzero(labels == 0)
+                positive = np.flatnonzero(labels != 0)
+                index, pool_items = self.pool.items(users[negative])
+                scores = self.judge.scores(np.concatenate([users[positive], users[negative][index]]),
+                                           np.concatenate([items[positive], pool_items]))
+                judged = np.full(n, np.nan)
+                judged[positive] = scores[:len(positive)]
+                judged[negative] = mean_by_sample(index, scores[len(positive):], len(negative))
+            else:
+                scores = judged = self.judge.scores(users, items)
+            self._counts["scored_pairs"] += len(scores)
+            scores = judged
             eps_pos = falling(step, a, self.o["eps_pos_max"], self.o["eps_pos_min"])
             eps_neg = rising(step, a, self.o["eps_neg_min"], self.o["eps_neg_max"])
-            hard = hard_pointwise(scores, batch.labels[chosen].cpu().numpy(), eps_pos, eps_neg, self.o["hard_rule"])
-            self._counts["scored_pairs"] += len(users)
+            hard = hard_pointwise(scores, labels, eps_pos, eps_neg, self.o["hard_rule"])
         return torch.as_tensor(hard, device=chosen.device)
 
     def _remember_negatives(self, batch: SampleBatch) -> None:
@@ -364,7 +389,8 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
     return LLMJudge(client, tset, data.user_tokens, data.item_tokens, profiles, item_texts, dataset.path,
                     run_dir=context.run_dir, structured=options["structured"], dry=dry,
                     judge_accuracy=options["judge_accuracy"], seed=context.seed,
-                    dataset_version=dataset.fingerprint())
+                    dataset_version=dataset.fingerprint(), scoring=options["scoring"],
+                    list_size=options["list_size"])
 
 
 def check_options(o: dict[str, Any]) -> None:
@@ -385,6 +411,11 @@ def check_options(o: dict[str, Any]) -> None:
         raise LLMHDError(f"--eps-gamma: must be at least 1, got {o['eps_gamma']}")
     if o["history"] < 2:
         raise LLMHDError(f"--history: a variance needs at least 2 epochs, got {o['history']}")
+    if o["scoring"] not in SCORING:
+        raise LLMHDError(f"--scoring: must be one of {', '.join(SCORING)}, got {o['scoring']!r}")
+    for name in ("list_size", "neg_pool"):
+        if o[name] < 1:
+            raise LLMHDError(f"--{name.replace('_', '-')}: must be at least 1, got {o[name]}")
     for high, low in (("eps_pos_max", "eps_pos_min"), ("eps_neg_max", "eps_neg_min"), ("eps_pair_max", "eps_pair_min")):
         if o[high] < o[low]:
             raise LLMHDError(f"--{high.replace('_', '-')} ({o[high]}) is below --{low.replace('_', '-')} ({o[low]})")

@@ -11,9 +11,14 @@ them, and profiles never change. The judge records every unique request the run 
 T_score for B_HC's pairs, T_fp / T_fn for the profile rewrites PU asks for. Those are counted
 and priced exactly like the T_sum rows (`llmhd_cli.llm.estimate.rows_for_requests`).
 
+With ``--scoring listwise`` (the default) T_score's prompts are ``score_list`` lists, grouped
+exactly as training groups them; a list's answer is counted as one ``<n>: <s>10</s>`` line per
+item. A rewrite PU asks for starts a new profile version in the dry run too (its text a
+stand-in: the old one), so the T_score prompts a rewritten profile causes are counted.
+
 It is an estimate. A real run's candidates depend on its own losses (the LLM keeps some
-hard samples the dry run drops), a rewritten profile makes new T_score prompts for pairs
-already scored, and the real run may stop early or run longer than the dry run's epochs.
+hard samples the dry run drops), rewritten profiles differ in length from their stand-ins,
+and the real run may stop early or run longer than the dry run's epochs.
 
 When the dataset has no user profiles yet (``llmhd summarize`` not run), the prompts are
 rendered with stand-ins: each user's training item texts, cut to T_sum's word limit.
@@ -41,9 +46,11 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 10
 DENOISER = "llmhd"
 TASKS = ("score", "update_fp", "update_fn")  # the training-side templates, Table 4's T_score, T_FP, T_FN
+LIST_TASK = "score_list"  # T_score listwise: its prompts join the T_score row
 # The llmhd options that change which prompts a dry run sees (the score thresholds do not:
 # in a dry run no score is known). The cost command offers these as flags.
-DRY_RUN_OPTIONS = ("variant", "alpha", "eps_l_max", "ld_schedule", "eps_v", "pruning", "history", "eps_gamma")
+DRY_RUN_OPTIONS = ("variant", "alpha", "eps_l_max", "ld_schedule", "eps_v", "pruning", "history", "eps_gamma",
+                   "scoring", "list_size", "negatives", "neg_pool")
 
 
 @dataclass
@@ -56,6 +63,7 @@ class DryRunReport:
     profiles_from: str = ""
     device: str = ""
     counts: dict[str, int] = field(default_factory=dict)  # summed per-epoch counters of the denoiser
+    score_prompts: int = 0  # T_score prompts the judge made (pairwise or lists), duplicates included
     requests: dict[str, list[LLMRequest]] = field(default_factory=dict)  # by task
 
 
@@ -151,6 +159,8 @@ def dry_run(workspace: Path, dataset: PreparedDataset, config: Any, run_dir: Pat
     judge = built[0].judge if built else None
     for request in (judge.dry_requests.values() if judge is not None else ()):
         report.requests.setdefault(request.task, []).append(request)
+    if judge is not None:
+        report.score_prompts = judge.stats.score_prompts
     log.info("cost dry run: %d epochs in %.1fs, %s", report.epochs, report.seconds,
              {t: len(r) for t, r in report.requests.items()})
     return report
@@ -186,8 +196,43 @@ def training_rows(ctx: EstimateContext) -> list[EstimateRow]:
         "update_fp": f"PU rewrites (eps_gamma {o.get('eps_gamma', 5)})",
         "update_fn": f"PU rewrites (eps_gamma {o.get('eps_gamma', 5)})",
     }
-    return [rows_for_requests(ctx, report.requests.get(task, []), ctx.template_set.get(task), step, notes[task])
+    rows = [rows_for_requests(ctx, report.requests.get(task, []), ctx.template_set.get(task), step, notes[task])
             for task in TASKS]
+    if report.requests.get(LIST_TASK):
+        note = f"{notes['score']}, listwise (at most {o.get('list_size', 8)} a prompt)"
+        rows[0] = combined_score_row(ctx, rows[0], report.requests[LIST_TASK], step, note)
+    return rows
+
+
+def list_output_tokens(template: Any, n_items: int, provider: str = "", model: str = "") -> int:
+    """Expected answer tokens of a ``score_list`` prompt of ``n_items``: a ``<n>: <s>10</s>`` line each."""
+    from llmhd_cli.llm.tokens import count_tokens
+
+    tag, hi = template.output.tag, (template.output.range or (1, 10))[1]
+    n, _ = count_tokens("\n".join(f"{k}: <{tag}>{hi}</{tag}>" for k in range(1, n_items + 1)), provider, model)
+    cap = template.params.get("max_tokens")
+    return min(n, int(cap)) if cap else n
+
+
+def combined_score_row(ctx: EstimateContext, pairwise: EstimateRow, lists: list[LLMRequest], step: str,
+                       note: str) -> EstimateRow:
+    """The T_score row: the per-pair prompts (if any) plus the lists, each list's answer counted
+    at its own length (`list_output_tokens`)."""
+    from dataclasses import replace
+
+    template = ctx.template_set.get(LIST_TASK)
+    by_size: dict[int, list[LLMRequest]] = {}
+    for request in lists:
+        by_size.setdefault(len(request.variables.get("item_ids") or ()) or 1, []).append(request)
+    parts = [pairwise] if pairwise.prompts else []
+    for size, requests in sorted(by_size.items()):
+        out = list_output_tokens(template, size, ctx.provider.name, ctx.model)
+        # rows_for_requests counts each answer at the template's expected length, capped by max_tokens.
+        sized = replace(template, params={**template.params, "max_tokens": out})
+        parts.append(rows_for_requests(ctx, requests, sized, step))
+    return EstimateRow(template.name, step, sum(r.prompts for r in parts), sum(r.input_tokens for r in parts),
+                       sum(r.output_tokens for r in parts), sum(r.cost for r in parts), sum(r.cached for r in parts),
+                       all(r.exact_tokens for r in parts), note)
 
 
 def report_notes(config: Any, report: DryRunReport) -> list[str]:
@@ -198,8 +243,8 @@ def report_notes(config: Any, report: DryRunReport) -> list[str]:
         f"({config.objective}) with the llmhd denoiser, variant {config.denoiser_params.get('variant') or 'full'}, "
         f"on {report.device} in {report.seconds:.0f}s. The LLM was never called, so every hard candidate was dropped "
         f"as in LD ({counts.get('hard_candidates', 0):,} hard of {counts.get('candidates', 0):,} noise candidates) "
-        "and no profile changed; a real run's candidates depend on its own losses and the LLM's answers, "
-        "rewritten profiles add T_score prompts, and its epochs may differ (--epochs).",
+        "and a profile rewrite kept the old text as a new version (its pairs counted again); a real run's "
+        "candidates depend on its own losses and the LLM's answers, and its epochs may differ (--epochs).",
         f"training prompts use user profiles from {report.profiles_from}",
     ]
 

@@ -6,7 +6,19 @@ the client's disk cache makes the same prompt free in later runs. A local provid
 in bulk (`Provider.bulk_tasks`: embed, oracle) gets each batch's new pairs in one call, as
 variables, without rendered prompts or the disk cache; each pair counts as one call. In ``dry``
 mode nothing is sent: the unique requests are only collected (rendered, for every provider),
-which is what the pre-run cost estimate counts.
+which is what the pre-run cost estimate counts; a profile rewrite PU asks for is not sent
+either, but it still starts a new profile version (its text a stand-in: the old one), so the
+estimate counts the T_score prompts a real run's rewritten profiles cause.
+
+Scoring (``scoring``): ``pairwise`` sends one T_score prompt per pair (the paper's Figure 6);
+``listwise`` (default) groups the pairs one call of `scores` needs by (user, profile version)
+and sends one ``score_list`` prompt per group of at most ``list_size`` items, so the profile
+and the instructions are paid once per group. The pairs scored are the same either way. A
+listed item whose score is missing or malformed in the answer (`OutputSpec.parse_list`) is
+counted (``list_missing``) and re-asked once, with the other missing items of that user, in a
+new list (``list_reasked``); still missing, it is unscored (NaN), never an error. Only
+generative providers (and the dry run, which renders what they would be sent) get lists:
+local providers score each pair in bulk or one by one as before.
 
 Simulated judge error (``judge_accuracy`` p < 1): each score the judge hands out is, with
 probability 1 - p, replaced by a uniform draw from 1..10. The draw is a hash of (run seed, user,
@@ -27,25 +39,30 @@ import numpy as np
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
+from llmhd_cli.llm.usage import Usage
 
 log = logging.getLogger(__name__)
 
 
+SCORING = ("listwise", "pairwise")
+
+
 @dataclass
-class JudgeStats:
-    """Counters of the judge's LLM use (deltas per epoch are taken by the denoiser)."""
+class JudgeStats(Usage):
+    """Counters of the judge's LLM use (deltas per epoch are taken by the denoiser).
+
+    The `Usage` counters (``calls``: answered provider calls not from the cache, a bulk-scored
+    pair being one; ``cache_hits``, ``failures``, tokens, ``cost``) plus the judge's own.
+    """
 
     score_requests: int = 0  # pairs that needed a score (memo misses)
     memo_hits: int = 0  # pairs answered from this run's memo
-    calls: int = 0  # answered provider calls not from the cache (a bulk-scored pair is one)
-    cache_hits: int = 0
-    failures: int = 0
     unscorable: int = 0  # pairs without a user profile or item text
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
     profile_updates: int = 0
     simulated_errors: int = 0  # scores handed out replaced by a random one (judge_accuracy < 1)
+    score_prompts: int = 0  # T_score prompts sent (pairwise: one per pair; listwise: one per list)
+    list_missing: int = 0  # listed items whose score was missing or malformed in a list's answer
+    list_reasked: int = 0  # of those, items asked again (once each, in a new list)
 
     def minus(self, other: JudgeStats) -> JudgeStats:
         return JudgeStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
@@ -60,8 +77,15 @@ class LLMJudge:
     def __init__(self, client: Any, template_set: Any, user_tokens: np.ndarray, item_tokens: np.ndarray,
                  user_profiles: dict[str, str], item_texts: dict[str, str], dataset_dir: Path,
                  run_dir: Path | None = None, structured: bool = False, dry: bool = False,
-                 judge_accuracy: float = 1.0, seed: int = 0, dataset_version: str = "") -> None:
+                 judge_accuracy: float = 1.0, seed: int = 0, dataset_version: str = "",
+                 scoring: str = "listwise", list_size: int = 8) -> None:
         check_judge_accuracy(judge_accuracy)
+        if scoring not in SCORING:
+            raise LLMHDError(f"--scoring: must be one of {', '.join(SCORING)}, got {scoring!r}")
+        if list_size < 1:
+            raise LLMHDError(f"--list-size: must be at least 1, got {list_size}")
+        self.scoring = scoring
+        self.list_size = int(list_size)
         self.client = client
         self.tset = template_set
         self.user_tokens = user_tokens
@@ -144,13 +168,63 @@ class LLMJudge:
         self.stats.score_requests += len(variables)
         if self._bulk("score"):
             values = self._send_bulk("score", template.name, variables)
+        elif self._listwise():
+            values = self._send_lists(keys, variables)
         else:
-            values = self._send([template.render(v, structured=self.structured) for v in variables])
+            self.stats.score_prompts += len(variables)
+            values = self._send([template.render(v, structured=self.structured) for v in variables],
+                                [key[1] for key in keys])
         for key, value in zip(keys, values, strict=True):
             self.memo[key] = math.nan if value is None else float(value)
         for key, positions in todo.items():
             out[positions] = self.memo[key]
         return out
+
+    def _listwise(self) -> bool:
+        """Lists go to generative providers (and into the dry run's count of what they would be sent)."""
+        if self.scoring != "listwise":
+            return False
+        provider = getattr(self.client, "provider", None)
+        return self.dry or bool(getattr(provider, "generative", False))
+
+    def _send_lists(self, keys: list[tuple[int, int, int]], variables: list[dict[str, Any]]) -> list[Any]:
+        """Scores of the pairs (in order; None where missing) through ``score_list`` prompts, one
+        per (user, profile version) group of at most ``list_size`` items, in first-asked order.
+        Items an answer leaves out are re-asked once, grouped the same way."""
+        values: list[Any] = [None] * len(keys)
+        pending = list(range(len(keys)))
+        for attempt in range(2):
+            groups: dict[tuple[int, int], list[int]] = {}
+            for n in pending:
+                groups.setdefault(keys[n][:2], []).append(n)
+            lists = [members[s:s + self.list_size] for members in groups.values()
+                     for s in range(0, len(members), self.list_size)]
+            if attempt:
+                self.stats.list_reasked += sum(len(m) for m in lists)
+            answers = self._send([self._list_request(variables, members) for members in lists],
+                                 [keys[members[0]][1] for members in lists])
+            self.stats.score_prompts += len(lists)
+            missing: list[int] = []
+            for members, answer in zip(lists, answers, strict=True):
+                got = answer if isinstance(answer, dict) else {}
+                for position, n in enumerate(members, 1):
+                    if position in got:
+                        values[n] = got[position]
+                    else:
+                        missing.append(n)
+            if self.dry or not missing:
+                break  # the dry run's answers are all unknown: nothing to re-ask
+            self.stats.list_missing += len(missing)
+            pending = missing
+        return values
+
+    def _list_request(self, variables: list[dict[str, Any]], members: list[int]) -> LLMRequest:
+        first = variables[members[0]]
+        return self.tset.get("score_list").render({
+            "user_profile": first["user_profile"], "item_profiles": [variables[n]["item_profile"] for n in members],
+            "n_items": len(members), "user_id": first["user_id"], "item_ids": [variables[n]["item_id"] for n in members],
+            "dataset_dir": self.dataset_dir, "dataset_version": self.dataset_version,
+        }, structured=self.structured)
 
     def _bulk(self, task: str) -> bool:
         """A local provider that answers ``task`` in bulk: no prompts rendered, no cache (the dry
@@ -168,13 +242,15 @@ class LLMJudge:
         self.stats.failures += failed
         return values
 
-    def _send(self, requests: list[LLMRequest]) -> list[Any]:
-        """Parsed values in order (None for failures); in dry mode only record the requests."""
+    def _send(self, requests: list[LLMRequest], versions: list[int] | None = None) -> list[Any]:
+        """Parsed values in order (None for failures); in dry mode only record the requests
+        (unique by prompt and by the user's profile ``versions``: a dry run's rewritten profile
+        keeps its text, but a real run's new text would make new prompts)."""
         if not requests:
             return []
         if self.dry:
-            for r in requests:
-                self.dry_requests.setdefault(_identity(r), r)
+            for r, version in zip(requests, versions or [0] * len(requests), strict=True):
+                self.dry_requests.setdefault(f"{version}:{_identity(r)}", r)
             return [None] * len(requests)
         results = self.client.run(requests)
         for r in results:
@@ -206,7 +282,12 @@ class LLMJudge:
                 "user_id": str(self.user_tokens[u]), "dataset_dir": self.dataset_dir, "dataset_version": self.dataset_version,
             }, structured=self.structured))
         changed = 0
-        for u, value in zip(users, self._send(requests), strict=True):
+        answers = self._send(requests, [int(self.versions[u]) for u in users])
+        if self.dry:
+            # Nothing was sent, but a real run's rewrite starts a new profile version, whose pairs
+            # are scored anew: advance the version (the text stays: a stand-in of the same length).
+            answers = [self.profile(u) for u in users]
+        for u, value in zip(users, answers, strict=True):
             if not value:
                 continue
             if self.versions[u] == 0:
@@ -219,8 +300,8 @@ class LLMJudge:
         return changed
 
     def _record(self, user: int, version: int, epoch: int, kind: str, items: list[int], profile: str | None) -> None:
-        # Every version of every rewritten profile is kept with the run.
-        if self.run_dir is None:
+        # Every version of every rewritten profile is kept with the run (a dry run's are stand-ins).
+        if self.run_dir is None or self.dry:
             return
         row = {"user": str(self.user_tokens[user]), "version": version, "epoch": epoch, "kind": kind,
                "items": [str(self.item_tokens[i]) for i in items], "profile": profile}

@@ -52,6 +52,15 @@ OPTIONS = [
     Option("max_cost", float, None, "llmhd: LLM budget in dollars; when reached, training goes on without LLM scoring"),
     Option("structured", bool, False, "llmhd: ask for structured (JSON schema) scores where the provider supports it"),
     Option("prompts", str, None, "llmhd: folder of prompt templates overriding the shipped ones"),
+    Option("scoring", str, "listwise", "llmhd: how T_score asks: listwise = one prompt scores all of a user's pairs of "
+           "a batch (at most --list-size; profile and instructions paid once), pairwise = one prompt per pair "
+           "(the paper's); the same pairs either way (docs/cost.md)", choices=("listwise", "pairwise")),
+    Option("list_size", int, 8, "llmhd: most items in one listwise T_score prompt"),
+    Option("negatives", str, "pool", "llmhd: what the LLM scores as a judged sample's negative: pool = the mean of the "
+           "user's seeded pool of --neg-pool unseen items, recurring across epochs (each scored once per profile "
+           "version); fresh = the sample's own sampled negative, new every epoch (the paper's; docs/cost.md)",
+           choices=("pool", "fresh")),
+    Option("neg_pool", int, 1, "llmhd: items in each user's reference negative pool (--negatives pool)"),
     Option("judge_accuracy", float, 1.0, "llmhd: simulated judge error: with probability 1 - p a score is replaced "
            "by a uniform random one in 1..10 (seeded; sweeps how accurate the LLM must be, e.g. with the oracle)"),
 ]
