@@ -413,3 +413,15 @@ def test_tokens_come_from_the_servers_usage():
     assert tokens_of("abcd" * 10) == 10
     assert batch_module.endpoint_id("http://user:secret@host/v1") != "" and "secret" not in batch_module.endpoint_id(
         "http://user:secret@host/v1")
+
+
+def test_cost_estimate_at_the_batch_price(tmp_path):
+    from llmhd_cli.llm.estimate import estimate
+
+    workspace = make_workspace(tmp_path)
+    plain, batched = (estimate(workspace, "tiny", "openai", "gpt-4o-mini", options={"items": True, "batch": b})
+                      for b in (False, True))
+    assert [r.input_tokens for r in plain.rows] == [r.input_tokens for r in batched.rows]
+    for p, b in zip(plain.rows, batched.rows, strict=True):
+        assert p.cost > 0 and b.cost == pytest.approx(p.cost / 2)
+        assert "batch price (50% of list)" in b.note and "batch price" not in p.note

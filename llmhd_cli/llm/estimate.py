@@ -156,8 +156,9 @@ def expected_output_tokens(template: Template, provider: Any = "", model: str = 
 
 
 def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template: Template, step: str,
-                      note: str = "") -> EstimateRow:
-    """Count the tokens (and the cached answers) of rendered requests, and price them."""
+                      note: str = "", batch: bool = False) -> EstimateRow:
+    """Count the tokens (and the cached answers) of rendered requests, and price them (``batch``: at the
+    price of the provider's batch API, `PriceTable.batch_factor`)."""
     from llmhd_cli.llm.cache import AnswerStore, cache_key
     from llmhd_cli.llm.tokens import counter_for
 
@@ -176,7 +177,7 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
             if store is not None and store.get(cache_key(name, model, request, not ctx.provider.generative, rule)):
                 cached += 1
             else:
-                cost += ctx.prices.cost(name, model, tokens, out_each) if ctx.provider.generative else 0.0
+                cost += ctx.prices.cost(name, model, tokens, out_each, batch=batch) if ctx.provider.generative else 0.0
     finally:
         if store is not None:
             store.close()
@@ -199,16 +200,21 @@ def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
 
     require_item_texts(ctx.dataset)
     rows = []
+    batch = bool(ctx.options.get("batch"))  # summarize --batch: the batch API's price
+    factor = ctx.prices.batch_factor(ctx.provider.name)
+    priced = f"batch price ({factor:.0%} of list)" if batch else ""
     if ctx.options.get("items"):
         requests = item_profile_requests(ctx.dataset, ctx.template_set)
-        rows.append(rows_for_requests(ctx, requests, ctx.template_set.get("item_profile"), "summarize --items"))
+        rows.append(rows_for_requests(ctx, requests, ctx.template_set.get("item_profile"), "summarize --items",
+                                      priced, batch))
     texts, source = ProfileStore(ctx.dataset).item_texts(ctx.provider.name, ctx.model)
     requests, _ = summarize_requests(ctx.dataset, ctx.template_set, texts,
                                      int(ctx.options.get("max_items") or DEFAULT_MAX_ITEMS))
     note = "item profiles from " + Path(source).name
     if ctx.options.get("items"):
         note = "item profiles: raw texts counted (generated ones are not known before the run)"
-    rows.append(rows_for_requests(ctx, requests, ctx.template_set.get("summarize"), "summarize", note))
+    note = "; ".join(filter(None, [note, priced]))
+    rows.append(rows_for_requests(ctx, requests, ctx.template_set.get("summarize"), "summarize", note, batch))
     return rows
 
 
