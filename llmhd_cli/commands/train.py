@@ -1,0 +1,82 @@
+"""``llmhd train``: one run of a backbone with an objective and a denoiser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from llmhd_cli.commands import render
+from llmhd_cli.commands.common import State, command, lazy_options, parse_settings, writable_dir
+from llmhd_cli.errors import LLMHDError
+
+
+def _denoiser_flag_options(command):
+    """Add one flag per option of every registered denoiser (plugins' included)."""
+    from llmhd_cli import plugins
+
+    seen: dict[str, str] = {}
+    for spec in plugins.registry("denoiser").items.values():
+        for option in spec.options:
+            if option.name in seen:
+                continue
+            seen[option.name] = spec.name
+            kind = click.Choice(option.choices) if option.choices else option.type
+            command = click.option(option.flag, option.name, type=kind, default=None,
+                                   help=f"{option.help} [default: {option.default}]")(command)
+    return command
+
+
+@command("train")
+@click.option("-d", "--dataset", default=None, help="Prepared dataset [default: config 'default_dataset', else ml-100k, prepared on first use].")
+@click.option("--backbone", default=None, help="Backbone: ngcf, lightgcn, sgl, ncl or one a plugin adds [default: lightgcn].")
+@click.option("--objective", type=click.Choice(["bpr", "bce"]), default=None, help="Pairwise BPR or pointwise BCE [default: bpr].")
+@click.option("--denoiser", default=None, help="none, tce, rce or one a plugin adds [default: none].")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 200].")
+@click.option("--batch-size", type=int, default=None, help="Samples per mini-batch, as RecBole counts them: BPR triples, or BCE positives plus their negatives (batch/2 positives, odd sizes round down) [default: 1024].")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None, help="Adam learning rate [default: 0.005].")
+@click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: 0].")
+@click.option("--early-stop", type=int, default=None, help="Stop after this many evaluations without improvement; 0 disables [default: 10].")
+@click.option("--eval-every", type=int, default=None, help="Validate every N epochs [default: 1].")
+@click.option("--valid-metric", default=None, help="Early-stopping metric, recall@K or ndcg@K [default: ndcg@10].")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling and shuffling [default: 2024].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="auto uses a GPU when present [default: auto].")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default, one per core [default: 0].")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Backbone (RecBole) setting, e.g. --set n_layers=3; repeatable.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file of train settings (the keys of a run's config.toml); flags override it.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=writable_dir,
+              help="Write the run here [default: <workspace>/runs/<time>-<names>].")
+@lazy_options(_denoiser_flag_options)
+@click.pass_context
+def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
+    """Train a backbone with an objective and a denoiser; write a run directory."""
+    from llmhd_cli import plugins
+    from llmhd_cli.config import TrainConfig, train_config
+    from llmhd_cli.prepare import ensure_prepared
+    from llmhd_cli.training import train
+    from llmhd_cli.workspace import runs_dir
+
+    state: State = ctx.obj
+    core = {f for f in TrainConfig.__dataclass_fields__}
+    given = {k: v for k, v in flags.items() if v is not None and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    config = train_config(config_file, {k: v for k, v in given.items() if k in core}, parse_settings(settings))
+
+    denoiser_flags = {k: v for k, v in given.items() if k not in core}
+    if denoiser_flags:
+        spec = plugins.registry("denoiser").get(config.denoiser, "--denoiser")
+        own = {o.name for o in spec.options}
+        for name in denoiser_flags:
+            if name not in own:
+                owners = [s.name for s in plugins.registry("denoiser").items.values() if name in {o.name for o in s.options}]
+                raise LLMHDError(f"--{name.replace('_', '-')}: an option of denoiser {', '.join(owners)}, not of '{config.denoiser}'")
+        config.denoiser_params = {**config.denoiser_params, **denoiser_flags}
+
+    # Checked before ensure_prepared, which may write the built-in dataset (it checks the name itself).
+    from llmhd_cli.recbole_data import check_backbone_params
+
+    check_backbone_params(plugins.registry("backbone").get(config.backbone, "--backbone"), config.backbone_params)
+    dataset = ensure_prepared(state.workspace, config.dataset, notify=render.notify)
+    with render.TrainProgress(config.epochs) as progress:
+        result = train(config, dataset, runs_dir(state.workspace), observer=progress, run_dir=run_dir)
+    render.print_trained(result)
