@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmhd_cli import recbole_compat
 from llmhd_cli.errors import LLMHDError
 
 if TYPE_CHECKING:  # torch is imported where a model is used: plugins import this module at start-up
@@ -101,38 +102,19 @@ class Backbone:
         import torch
 
         self.require_embeddings()
-        was_training = model.training
-        # nn.Module.train(False) is eval(); SGL's train() override rebuilds graphs only when mode is True.
-        model.train(False)
-        try:
-            with torch.no_grad():
-                if self.final_embeddings is not None:
-                    users, items = self.final_embeddings(model)
-                else:
-                    out = model.forward()
-                    users, items = out[0], out[1]
-        finally:
-            if was_training:
-                model.training = True
-                for module in model.children():
-                    module.train(True)
+        with recbole_compat.eval_mode(model), torch.no_grad():
+            if self.final_embeddings is not None:
+                users, items = self.final_embeddings(model)
+            else:
+                out = model.forward()
+                users, items = out[0], out[1]
         return users.detach(), items.detach()
 
     def load_state(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
-        """Load a state dict and drop every cache computed from the previous weights.
-
-        RecBole's graph models keep their propagated embeddings outside the state dict
-        (``restore_user_e`` / ``restore_item_e``, listed in ``other_parameter_name``): filled by
-        ``full_sort_predict``, cleared only by ``calculate_loss``. After a load they would still
-        rank with the old weights. RecBole's trainer restores them from its checkpoint; llmhd's
-        checkpoints hold weights only, so they are cleared and recomputed on the next ranking.
-        (For the general recommenders llmhd trains, ``other_parameter_name`` lists only such caches;
-        NCL's k-means prototypes are a training-time E-step, redone at epoch starts, never used
-        to rank.)
-        """
+        """Load a state dict and drop every cache computed from the previous weights
+        (`recbole_compat.drop_cached_embeddings`: RecBole's propagated embeddings)."""
         model.load_state_dict(state)
-        for name in getattr(model, "other_parameter_name", ()):
-            setattr(model, name, None)
+        recbole_compat.drop_cached_embeddings(model)
 
     def load_class(self) -> type:
         module, _, cls = self.model_class.rpartition(".")
@@ -146,11 +128,7 @@ class Backbone:
         """
         if self.train_loss is not None:
             return self.train_loss(model, interaction, seam, epoch, config)
-        original = getattr(model, self.loss_attr)
-        # Assign through __dict__-free setattr: nn.Module keeps submodules in _modules.
-        model._modules[self.loss_attr] = seam
-        try:
+        assert self.loss_attr is not None  # contract_problems: one of the two is set
+        with recbole_compat.swapped_submodule(model, self.loss_attr, seam):
             losses = model.calculate_loss(interaction)
-        finally:
-            model._modules[self.loss_attr] = original
         return sum(losses) if isinstance(losses, tuple) else losses

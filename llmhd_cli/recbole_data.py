@@ -6,12 +6,8 @@ the id mapping, the training graph and the model are exactly RecBole's.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,19 +41,6 @@ class RecBoleData:
     item_tokens: np.ndarray
 
 
-@contextlib.contextmanager
-def _preserve_cuda_env() -> Iterator[None]:
-    # RecBole's Config writes CUDA_VISIBLE_DEVICES as a side effect; keep the process's own.
-    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = saved
-
-
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,7 +62,6 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
     check_backbone_params(backbone, params)
     recbole_compat.apply()
     from recbole.config import Config
-    from recbole.data import create_dataset
 
     config_dict = {
         "data_path": str(dataset.path.parent),
@@ -94,21 +76,15 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
         **backbone.defaults,
         **params,
     }
-    with recbole_compat.isolated_argv(), _preserve_cuda_env():
+    with recbole_compat.isolated_argv(), recbole_compat.preserved_cuda_env():
         try:
             config = Config(model=backbone.load_class(), dataset=dataset.name, config_dict=config_dict)
         except (KeyError, ValueError, TypeError) as exc:
             raise LLMHDError(f"backbone '{backbone.name}': invalid RecBole setting ({exc})") from exc
     _check_setting_types(config, params, backbone.name)
     config["device"] = device
-    # RecBole points a dataset named "ml-100k" at its bundled copy; always read our prepared files.
-    config["data_path"] = str(dataset.path)
-    # create_dataset unpickles <checkpoint_dir>/<name>-Dataset.pth whenever that file exists, so a
-    # file planted in the dataset folder would run code: let it look in an empty folder of ours.
-    with tempfile.TemporaryDirectory(prefix="llmhd-recbole-") as empty:
-        saved_dir, config["checkpoint_dir"], config["dataset_save_path"] = config["checkpoint_dir"], empty, None
-        full = create_dataset(config)
-    config["checkpoint_dir"] = saved_dir
+    recbole_compat.read_prepared_files(config, dataset.path)
+    full = recbole_compat.create_dataset_uncached(config)
     train_ds, valid_ds, test_ds = full.build()
     n_users, n_items = full.user_num, full.item_num
 

@@ -7,38 +7,38 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # only annotations: llmhd --help imports every plugin module
     import torch
 
+    from llmhd_cli.plugins import Register
+
+from llmhd_cli import recbole_compat
 from llmhd_cli.backbones import Backbone
 from llmhd_cli.hookspecs import hookimpl
 
 
 def _sgl_loss(model: Any, interaction: Any, seam: torch.nn.Module, epoch: int, config: Any) -> torch.Tensor:
-    """SGL.calculate_loss with its inline BPR sum replaced by the seam.
+    """SGL's own calculate_loss (its three graph passes, its SSL term) with only calc_bpr_loss replaced.
 
-    SGL sums its BPR term over the batch (other backbones average); the seam averages, so it
-    is scaled back by the batch size to keep RecBole's balance with the SSL term.
+    SGL computes its BPR term inline in ``calc_bpr_loss`` (no loss module to swap), summed over
+    the batch where other backbones average; the seam averages, so its loss is scaled back by the
+    batch size to keep RecBole's balance with the SSL term. The regularisation is RecBole's.
     """
-    model.restore_user_e, model.restore_item_e = None, None
-    users, pos, neg = interaction[model.USER_ID], interaction[model.ITEM_ID], interaction[model.NEG_ITEM_ID]
-    user_emb, item_emb = model.forward(model.train_graph)
-    user_sub1, item_sub1 = model.forward(model.sub_graph1)
-    user_sub2, item_sub2 = model.forward(model.sub_graph2)
-    u = user_emb[users]
-    pos_scores = (u * item_emb[pos]).sum(dim=1)
-    neg_scores = (u * item_emb[neg]).sum(dim=1)
-    main = seam(pos_scores, neg_scores) * len(users)
-    reg = model.reg_loss(model.user_embedding(users), model.item_embedding(pos), model.item_embedding(neg))
-    ssl = model.calc_ssl_loss(users, pos, user_sub1, user_sub2, item_sub1, item_sub2)
-    return main + model.reg_weight * reg + ssl
+
+    def calc_bpr_loss(user_emd: torch.Tensor, item_emd: torch.Tensor, user_list: torch.Tensor,
+                      pos_item_list: torch.Tensor, neg_item_list: torch.Tensor) -> torch.Tensor:
+        u = user_emd[user_list]
+        pos_scores = (u * item_emd[pos_item_list]).sum(dim=1)
+        neg_scores = (u * item_emd[neg_item_list]).sum(dim=1)
+        reg = model.reg_loss(model.user_embedding(user_list), model.item_embedding(pos_item_list),
+                             model.item_embedding(neg_item_list))
+        return seam(pos_scores, neg_scores) * len(user_list) + model.reg_weight * reg
+
+    with recbole_compat.replaced_method(model, "calc_bpr_loss", calc_bpr_loss):
+        return model.calculate_loss(interaction)
 
 
 def _ncl_loss(model: Any, interaction: Any, seam: torch.nn.Module, epoch: int, config: Any) -> torch.Tensor:
     """NCL.calculate_loss with the seam, minus the prototype loss during warm-up (as NCLTrainer does)."""
-    original = model._modules["mf_loss"]
-    model._modules["mf_loss"] = seam
-    try:
+    with recbole_compat.swapped_submodule(model, "mf_loss", seam):
         main, ssl, proto = model.calculate_loss(interaction)
-    finally:
-        model._modules["mf_loss"] = original
     if epoch < config["warm_up_step"]:
         return main + ssl
     return main + ssl + proto
@@ -87,6 +87,6 @@ BACKBONES = [
 
 
 @hookimpl
-def register_backbones(register):
+def register_backbones(register: Register) -> None:
     for backbone in BACKBONES:
         register(backbone)

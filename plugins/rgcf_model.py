@@ -9,7 +9,6 @@ departures from the authors' code are described there and in docs/rgcf.md.
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Any
 
 import torch
@@ -24,8 +23,6 @@ from llmhd_plugins.rgcf import RGCFSettings
 __all__ = ["RGCF", "BipartiteGraph", "edge_dot", "edge_reliability", "graph_matmul", "row_normalised",
            "summed_cross_entropy"]
 
-# torch warns once per process that CSR tensors are "beta"; the two kernels used here are stable.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 POOL_MULTIPLE = 10  # augmentation candidates drawn per added edge (the authors' pool_multi)
 _EPS = 1e-7  # added to degrees before dividing, as the authors do

@@ -216,6 +216,58 @@ def test_stored_test_metrics_are_a_fresh_evaluation_of_the_checkpoint(capsys: py
     assert fresh == pytest.approx(metrics["test"], abs=1e-12)
 
 
+@pytest.mark.parametrize("backbone_name", ["ngcf", "lightgcn", "sgl", "ncl"])
+def test_bpr_through_the_seam_is_recboles_own_loss(workspace: Path, backbone_name: str) -> None:
+    """With BPR and no denoiser, a backbone's batch loss through the seam (the swapped loss module,
+    or SGL's replaced calc_bpr_loss) is RecBole's own calculate_loss, and the model is left as it was."""
+    from recbole.data.interaction import Interaction
+
+    from llmhd_cli import plugins
+    from llmhd_cli.datasets import open_dataset
+    from llmhd_cli.recbole_data import build_model, load_recbole_data
+
+    backbone = plugins.registry("backbone").get(backbone_name, "--backbone")
+    data = load_recbole_data(open_dataset(workspace, DATASET), backbone, {}, 2024, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(data, backbone)
+    model.train()
+    if backbone.on_epoch_start is not None:
+        backbone.on_epoch_start(model, 0, data.config)  # NCL's E-step: its prototypes
+    n = 64
+    users, pos = torch.as_tensor(data.train_users[:n]).long(), torch.as_tensor(data.train_items[:n]).long()
+    neg = torch.randint(1, data.n_items, (n,), generator=torch.Generator().manual_seed(1))
+    inter = Interaction({model.USER_ID: users, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg})
+    epoch = int(data.config["warm_up_step"] or 0) + 1 if backbone_name == "ncl" else 0  # NCL: past warm-up
+    seam = LossSeam("bpr", Denoiser())
+    seam.set_batch(users, pos, neg, torch.arange(n), step=0, epoch=epoch)
+    torch.manual_seed(2)  # NGCF's message dropout draws the same masks in both calls
+    ours = backbone.batch_loss(model, inter, seam, epoch, data.config)
+    torch.manual_seed(2)
+    theirs = model.calculate_loss(inter)
+    theirs = sum(theirs) if isinstance(theirs, tuple) else theirs
+    assert seam.stats.samples == n  # the batch's BPR term went through the seam
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-5)
+    assert "calc_bpr_loss" not in vars(model) and not any(m is seam for m in model.modules())
+
+
+def test_embeddings_keep_sgl_training_subgraphs(workspace: Path) -> None:
+    """Reading final embeddings puts the model in eval mode and back without train(True), which
+    would make SGL redraw its random subgraphs in the middle of an epoch."""
+    from llmhd_cli import plugins
+    from llmhd_cli.datasets import open_dataset
+    from llmhd_cli.recbole_data import build_model, load_recbole_data
+
+    backbone = plugins.registry("backbone").get("sgl", "--backbone")
+    data = load_recbole_data(open_dataset(workspace, DATASET), backbone, {}, 2024, torch.device("cpu"))
+    model = build_model(data, backbone)
+    model.train()
+    graphs = (model.sub_graph1, model.sub_graph2)
+    users, items = backbone.embeddings(model)
+    assert (users.shape[0], items.shape[0]) == (data.n_users, data.n_items)
+    assert model.training and all(m.training for m in model.modules())
+    assert model.sub_graph1 is graphs[0] and model.sub_graph2 is graphs[1]  # not redrawn
+
+
 def test_load_state_drops_the_cached_embeddings(split: Any) -> None:
     from recbole.data.interaction import Interaction
 
