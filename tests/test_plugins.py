@@ -98,6 +98,7 @@ def test_installed_plugin_lists_trains_and_evaluates(example_plugin: None, cli_e
     assert listing.returncode == 0, listing.stderr
     assert re.search(r"example\s*│\s*backbone\s*│\s*mf\s*│", listing.stdout), listing.stdout
     assert re.search(r"example\s*│\s*denoiser\s*│\s*clip\s*│", listing.stdout), listing.stdout
+    assert re.search(r"example\s*│\s*provider\s*│\s*compat-chat\s*│", listing.stdout), listing.stdout
     assert re.search(r"llmhd_plugins\.backbones\s*│\s*backbone\s*│\s*lightgcn, ncl, ngcf, sgl", listing.stdout)
 
     helptext = llmhd(cli_env, "train", "--help")

@@ -5,7 +5,9 @@ It adds, through the same hooks llmhd's built-ins use:
 - the backbone ``mf``: matrix factorisation, i.e. RecBole's own ``BPR`` general recommender,
   with its final embeddings for embedding-based denoisers (``--denoiser llmhd``);
 - the denoiser ``clip``: drop the positive samples whose loss exceeds mean + k * std of the
-  batch's positive losses (option ``clip_k``, flag ``--clip-k``).
+  batch's positive losses (option ``clip_k``, flag ``--clip-k``);
+- the LLM provider ``compat-chat``: any OpenAI-compatible chat-completions server of your own,
+  over plain HTTP, counting tokens with its own tokenizer (`llmhd_example_plugin.provider`).
 
 Installed, it is found through the ``llmhd`` entry-point group in this package's
 ``pyproject.toml``; nothing in llmhd names it.
@@ -21,8 +23,10 @@ from llmhd_cli.backbones import Backbone
 from llmhd_cli.denoising import Decision, Denoiser, DenoiserSpec, Option, SampleBatch, TrainContext
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
+from llmhd_example_plugin.provider import CompatChatProvider
 
-__all__ = ["ClipDenoiser", "MF", "mf_embeddings", "register_backbones", "register_denoisers"]
+__all__ = ["ClipDenoiser", "CompatChatProvider", "MF", "mf_embeddings", "register_backbones", "register_denoisers",
+           "register_providers"]
 
 
 def mf_embeddings(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,3 +93,8 @@ def register_backbones(register):
 @hookimpl
 def register_denoisers(register):
     register(CLIP)
+
+
+@hookimpl
+def register_providers(register):
+    register(CompatChatProvider)
