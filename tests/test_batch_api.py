@@ -425,3 +425,65 @@ def test_cost_estimate_at_the_batch_price(tmp_path):
     for p, b in zip(plain.rows, batched.rows, strict=True):
         assert p.cost > 0 and b.cost == pytest.approx(p.cost / 2)
         assert "batch price (50% of list)" in b.note and "batch price" not in p.note
+
+
+# ------------------------------------------------------------------------------ the commands
+
+
+def test_summarize_and_cost_commands_with_batch(tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(in_progress_polls=2) as server:
+        flags = ["--dataset", "tiny", "--provider", "openai", "--model", "gpt-4o-mini", "--base-url", server.url + "/v1"]
+        code, out, err = run_cli(capsys, workspace, "cost", *flags, "--batch")
+        assert code == 0, err
+        assert "batch price (50% of list)" in out
+        code, out, err = run_cli(capsys, workspace, "summarize", *flags, "--batch")
+        assert code == 0, err
+        assert "4 of 4 user profiles written" in out
+        assert "batches: 1 submitted, 0 picked up from an earlier run; 4 answers at the batch price" in out
+        assert "user summaries: batch" in err  # the polling bar
+        assert server.submissions == 1
+        code, out, err = run_cli(capsys, workspace, "summarize", *flags, "--batch")
+        assert code == 0 and server.submissions == 1 and "batches:" not in out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["summarize", "--provider", "embed", "--batch"], ["--batch: provider 'embed' has no batch API"]),
+    (["cost", "--provider", "embed", "--batch"], ["--batch: provider 'embed' has no batch API"]),
+    (["summarize", "--provider", "openai", "--base-url", "http://127.0.0.1:9/v1", "--batch-fallback"],
+     ["--batch-fallback: only with --batch"]),
+    (["cost", "--spent", "--batch"], ["--batch is for an estimate"]),
+])
+def test_batch_flag_errors_are_one_line(args, words, tmp_path, capsys):
+    from cli_helpers import assert_user_error, run_cli
+
+    workspace = make_workspace(tmp_path)
+    code, out, err = run_cli(capsys, workspace, *args[:1], "--dataset", "tiny", *args[1:])
+    assert_user_error(code, out, err, *words)
+
+
+def test_a_missing_key_is_one_line(tmp_path, capsys, monkeypatch):
+    from cli_helpers import assert_user_error, run_cli
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    workspace = make_workspace(tmp_path)
+    with AnthropicBatchServer() as server:
+        code, out, err = run_cli(capsys, workspace, "summarize", "--dataset", "tiny", "--provider", "anthropic",
+                                 "--base-url", server.url, "--batch")
+        assert server.submissions == 0
+    assert_user_error(code, out, err, "ANTHROPIC_API_KEY")
+
+
+def test_a_bad_model_through_the_command_is_one_line_exit_2(tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(models=("gpt-4o-mini",)) as server:
+        code, out, err = run_cli(capsys, workspace, "summarize", "--dataset", "tiny", "--provider", "openai",
+                                 "--model", "no-such-model", "--base-url", server.url + "/v1", "--batch")
+    lines = [line for line in err.strip().splitlines() if "user summaries" not in line]
+    assert code == 2 and "Traceback" not in out + err
+    assert len(lines) == 1 and lines[0].startswith("error: summarize: all 4 calls failed"), err
+    assert "no-such-model" in lines[0]

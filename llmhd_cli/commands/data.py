@@ -68,10 +68,16 @@ def prepare_command(
 @click.option("--concurrency", type=int, default=None, help="Calls in flight at once [default: config, else 4].")
 @click.option("--max-cost", type=float, default=None, help="Stop sending calls once this many US dollars are spent [default: no limit].")
 @click.option("--refresh", is_flag=True, help="Ignore cached answers (new answers replace them).")
+@click.option("--batch", is_flag=True, help="Send the uncached prompts through the provider's batch API (OpenAI "
+              "Batch API, Anthropic Message Batches): half price, answers within 24 h; a killed run picks up its "
+              "batch when run again.")
+@click.option("--batch-fallback", is_flag=True, help="With --batch: send the requests a batch did not answer "
+              "(errored, expired) as normal calls at the list price, instead of counting them as failures.")
 @pass_state
 def summarize_command(state: State, dataset: str | None, provider: str | None, model: str | None, cache_dir: Path | None,
                       prompts_dir: str | None, max_items: int | None, items: bool, base_url: str | None,
-                      concurrency: int | None, max_cost: float | None, refresh: bool) -> None:
+                      concurrency: int | None, max_cost: float | None, refresh: bool, batch: bool,
+                      batch_fallback: bool) -> None:
     """Summarize every user's preference from their training items (T_sum), stored with the dataset.
 
     The default provider `embed` is an offline semantic scorer, not a generative LLM: its
@@ -82,10 +88,15 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
     from llmhd_cli.llm.settings import resolve_settings
     from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, SummarizeOptions, summarize
 
+    if batch_fallback and not batch:
+        from llmhd_cli.errors import LLMHDError
+
+        raise LLMHDError("--batch-fallback: only with --batch")
     settings = resolve_settings(provider=provider, model=model, base_url=base_url,
                                 cache_dir=cache_dir, concurrency=concurrency, max_cost=max_cost, refresh=refresh)
     options = SummarizeOptions(dataset if dataset is not None else default_dataset(), prompts_dir_setting(prompts_dir), items,
-                               max_items if max_items is not None else DEFAULT_MAX_ITEMS)
+                               max_items if max_items is not None else DEFAULT_MAX_ITEMS, batch=batch,
+                               batch_fallback=batch_fallback)
     from llmhd_cli import plugins
 
     cls = plugins.registry("provider").get(settings.provider, "--provider")
