@@ -337,6 +337,13 @@ def llm_progress_bar():
     return Progress(*columns, console=err_console, transient=False)
 
 
+def _upper_bound(provider: str) -> bool:
+    """Whether the registered provider of that name is a diagnostic that sees ground truth."""
+    from llmhd_cli import plugins
+
+    return bool(getattr(plugins.registry("provider").items.get(provider), "upper_bound", False))
+
+
 def stats_table(title: str, rows: list, upper_bound: bool = False, runs: bool = False) -> Table:
     """The paper's Table 4 columns: template, calls, cache hits, failures, tokens in/out, cost."""
     table = Table(title=title)
@@ -345,7 +352,7 @@ def stats_table(title: str, rows: list, upper_bound: bool = False, runs: bool = 
     for column in ("calls", "cache hits", "failures", "tokens in", "tokens out", "cost ($)") + (("runs",) if runs else ()):
         table.add_column(column, justify="right")
     for r in rows:
-        provider = r.provider + (" (upper bound)" if upper_bound or r.provider == "oracle" else "")
+        provider = r.provider + (" (upper bound)" if upper_bound or _upper_bound(r.provider) else "")
         cells = [r.template, provider, r.model, f"{r.calls:,}", f"{r.cache_hits:,}", f"{r.failures:,}",
                  f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"{r.cost:.4f}"]
         table.add_row(*cells, *((str(r.runs),) if runs else ()))
