@@ -2,7 +2,8 @@
 
 A *source* (registered through ``register_datasets``) turns files or a built-in resource into
 `RawData`. ``llmhd prepare`` (see `llmhd_cli.prepare`) cleans, filters, splits and injects
-noise, then writes one directory per dataset::
+noise, then writes one directory per dataset through `PreparedDataset`, the one type that
+names, writes and reads every file of it (as `llmhd_cli.runs` does for run folders)::
 
     <workspace>/datasets/<name>/
         dataset.json            DatasetInfo (name, domain, source, seed, options, stats)
@@ -13,24 +14,41 @@ noise, then writes one directory per dataset::
         items.jsonl             {"item_id": str, "text": str, "attributes": {...}} per item (may be absent)
         ratings.tsv             every rated pair the source had, low ratings included (rating data only)
         user_profiles.jsonl     {"user_id": str, "profile": str} shipped by the source (may be absent)
+        profiles/               summarized profiles (`llmhd_cli.llm.profiles`, written by summarize)
 
 Ids are the source's own tokens, kept as strings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmhd_cli.errors import LLMHDError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 SPLITS = ("train", "valid", "test")
+
+# The files of a prepared dataset directory (split files are named by `PreparedDataset.split_file`).
+META = "dataset.json"
+NOISE = "noise.tsv"
+RATINGS = "ratings.tsv"
+ITEMS = "items.jsonl"
+USER_PROFILES = "user_profiles.jsonl"
+PROFILES = "profiles"
+RECBOLE_DIR = ".recbole"  # RecBole's checkpoint_dir for this dataset (llmhd lets it read nothing there)
+# RecBole atomic-file headers: the split files, noise.tsv and ratings.tsv
+TOKEN_HEADER = ["user_id:token", "item_id:token"]
+RATING_HEADER = "rating:float"
 
 # Text domain of well-known datasets; picks the prompt templates in the LLM layer.
 KNOWN_DOMAINS = {
@@ -112,7 +130,12 @@ class DatasetInfo:
 
 @dataclass
 class PreparedDataset:
-    """A prepared dataset directory, read lazily."""
+    """A prepared dataset directory: names every file, writes it (``llmhd prepare``) and reads it
+    back (every other command). ``info`` is ``dataset.json``; the data files are read lazily.
+
+    Frames handed to the ``write_*`` methods have string columns ``user`` and ``item`` and
+    optionally a float ``rating``.
+    """
 
     path: Path
     info: DatasetInfo
@@ -121,8 +144,61 @@ class PreparedDataset:
     def name(self) -> str:
         return self.info.name
 
+    # ---------------------------------------------------------------------- file names
+
     def split_file(self, split: str) -> Path:
         return self.path / f"{self.info.name}.{split}.inter"
+
+    @property
+    def meta_file(self) -> Path:
+        return self.path / META
+
+    @property
+    def noise_file(self) -> Path:
+        return self.path / NOISE
+
+    @property
+    def ratings_file(self) -> Path:
+        return self.path / RATINGS
+
+    @property
+    def items_file(self) -> Path:
+        return self.path / ITEMS
+
+    @property
+    def user_profiles_file(self) -> Path:
+        return self.path / USER_PROFILES
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.path / PROFILES
+
+    @property
+    def recbole_dir(self) -> Path:
+        return self.path / RECBOLE_DIR
+
+    # -------------------------------------------------------------------------- reading
+
+    @staticmethod
+    def is_prepared(path: Path) -> bool:
+        """Whether ``path`` holds a prepared dataset (its ``dataset.json``)."""
+        return (Path(path) / META).exists()
+
+    @classmethod
+    def read(cls, path: Path) -> PreparedDataset:
+        """The dataset in ``path``; a missing or damaged ``dataset.json`` is an `LLMHDError`."""
+        from llmhd_cli.workspace import check_name
+
+        path = Path(path)
+        meta = path / META
+        if not meta.exists():
+            raise LLMHDError(f"{path}: not a prepared dataset (no {META}); run llmhd prepare")
+        try:
+            info = DatasetInfo.from_json(meta.read_text(encoding="utf-8"))
+        except (ValueError, TypeError) as exc:
+            raise LLMHDError(f"{meta}: unreadable dataset metadata ({exc}); prepare the dataset again") from exc
+        check_name(info.name, f"{meta}: name")  # file names are built from it too (<name>.train.inter)
+        return cls(path, info)
 
     def fingerprint(self) -> str:
         """A short hash of what the dataset holds (dataset.json and the training split).
@@ -131,7 +207,7 @@ class PreparedDataset:
         are keyed by it: re-preparing a dataset under the same name never serves stale answers.
         """
         digest = hashlib.sha256()
-        for path in (self.path / "dataset.json", self.split_file("train")):
+        for path in (self.meta_file, self.split_file("train")):
             digest.update(path.read_bytes() if path.exists() else b"")
         return digest.hexdigest()[:16]
 
@@ -141,22 +217,58 @@ class PreparedDataset:
         return users, items
 
     def read_noise(self) -> tuple[np.ndarray, np.ndarray]:
-        path = self.path / "noise.tsv"
-        if not path.exists():
+        """(users, items) of the injected noise; empty when none was injected."""
+        if not self.noise_file.exists():
             return np.array([], dtype=str), np.array([], dtype=str)
-        users, items, _ = _read_inter(path)
+        users, items, _ = _read_inter(self.noise_file)
         return users, items
 
+    def read_items(self) -> list[dict[str, Any]]:
+        """The rows of ``items.jsonl`` (``item_id``, ``text``, ``attributes``); [] without item texts."""
+        return _read_jsonl(self.items_file)
+
     def item_texts(self) -> dict[str, str]:
-        path = self.path / "items.jsonl"
-        if not path.exists():
-            return {}
-        texts = {}
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                texts[row["item_id"]] = row["text"]
-        return texts
+        """item id -> text, from ``items.jsonl``."""
+        return {row["item_id"]: row["text"] for row in self.read_items()}
+
+    def user_profiles(self) -> dict[str, str]:
+        """user id -> profile the source shipped (``user_profiles.jsonl``); {} when it shipped none."""
+        return {str(row["user_id"]): row["profile"] for row in _read_jsonl(self.user_profiles_file)}
+
+    # -------------------------------------------------------------------------- writing
+
+    def write_split(self, split: str, frame: pd.DataFrame) -> None:
+        """A split as a RecBole benchmark file (train: the clean pairs, then the injected noise)."""
+        _write_inter(frame, self.split_file(split))
+
+    def write_noise(self, frame: pd.DataFrame) -> None:
+        _write_inter(frame, self.noise_file)
+
+    def write_ratings(self, frame: pd.DataFrame) -> None:
+        """Every rated pair of the source, sorted by user and item."""
+        frame = frame.sort_values(["user", "item"])
+        frame[["user", "item", "rating"]].to_csv(self.ratings_file, sep="\t", index=False,
+                                                 header=[*TOKEN_HEADER, RATING_HEADER], float_format="%g")
+
+    def write_items(self, rows: list[dict[str, Any]]) -> None:
+        _write_jsonl(rows, self.items_file)
+
+    def write_user_profiles(self, rows: list[dict[str, Any]]) -> None:
+        _write_jsonl(rows, self.user_profiles_file)
+
+    def write_info(self) -> None:
+        """``dataset.json`` (written last by prepare: a folder without it is not a dataset)."""
+        self.meta_file.write_text(self.info.to_json() + "\n", encoding="utf-8")
+
+    def rename(self, name: str) -> PreparedDataset:
+        """The same folder's dataset under another ``name``: split files renamed, dataset.json
+        rewritten (the folder itself stays where it is)."""
+        info = dataclasses.replace(self.info, name=name, options={**self.info.options, "name": name})
+        renamed = PreparedDataset(self.path, info)
+        for split in SPLITS:
+            self.split_file(split).rename(renamed.split_file(split))
+        renamed.write_info()
+        return renamed
 
 
 def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -169,20 +281,36 @@ def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return frame[cols[0]].to_numpy(dtype=str), frame[cols[1]].to_numpy(dtype=str), ratings
 
 
+def _write_inter(frame: pd.DataFrame, path: Path) -> None:
+    """RecBole atomic/benchmark format; a rating column only when every row has a known rating."""
+    columns, header = ["user", "item"], list(TOKEN_HEADER)
+    if "rating" in frame.columns and frame["rating"].notna().all():
+        columns.append("rating")
+        header.append(RATING_HEADER)
+    frame[columns].to_csv(path, sep="\t", index=False, header=header, float_format="%g")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def open_dataset(workspace: Path, name: str) -> PreparedDataset:
     """Open a prepared dataset, or fail with the prepare command to run."""
     from llmhd_cli.workspace import check_name, datasets_dir
 
     path = datasets_dir(workspace) / check_name(name)  # before any path is built from it
-    meta = path / "dataset.json"
-    if not meta.exists():
+    if not PreparedDataset.is_prepared(path):
         raise LLMHDError(
             f"dataset '{name}' is not prepared in {datasets_dir(workspace)}; "
             f"run: llmhd prepare --dataset {name}" + ("" if name in KNOWN_DOMAINS and name == "ml-100k" else " --source DIR")
         )
-    try:
-        info = DatasetInfo.from_json(meta.read_text(encoding="utf-8"))
-    except (ValueError, TypeError) as exc:
-        raise LLMHDError(f"{meta}: unreadable dataset metadata ({exc}); prepare the dataset again") from exc
-    check_name(info.name, f"{meta}: name")  # file names are built from it too (<name>.train.inter)
-    return PreparedDataset(path, info)
+    return PreparedDataset.read(path)

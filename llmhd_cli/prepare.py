@@ -12,7 +12,6 @@ The directory layout is described in `llmhd_cli.datasets`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -120,9 +119,8 @@ def ensure_prepared(
     """
     from llmhd_cli import plugins
 
-    meta = datasets_dir(workspace) / name / "dataset.json"
     source = plugins.registry("dataset").items.get(name)
-    if not meta.exists() and source is not None and source.builtin:
+    if not PreparedDataset.is_prepared(datasets_dir(workspace) / name) and source is not None and source.builtin:
         dataset = prepare_dataset(workspace, PrepareOptions(name=name))
         message = (
             f"dataset '{name}' was not prepared; prepared it with default options in {dataset.path} "
@@ -456,49 +454,25 @@ def _dataset_info(
 # ------------------------------------------------------------------------------- writing
 
 
-def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
-    """RecBole atomic/benchmark format; a rating column only when every row has a known rating."""
-    columns = ["user", "item"]
-    header = ["user_id:token", "item_id:token"]
-    if "rating" in frame.columns and frame["rating"].notna().all():
-        columns.append("rating")
-        header.append("rating:float")
-    frame[columns].to_csv(path, sep="\t", index=False, header=header, float_format="%g")
-
-
-def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def _write_dataset(folder: Path, info: DatasetInfo, raw: RawData, frame: pd.DataFrame, splits: Splits) -> None:
+    dataset = PreparedDataset(folder, info)
     for split in SPLITS:
-        _write_tsv(splits.frame(split), folder / f"{info.name}.{split}.inter")
-    _write_tsv(splits.noise, folder / "noise.tsv")
+        dataset.write_split(split, splits.frame(split))
+    dataset.write_noise(splits.noise)
     if raw.ratings is not None:
-        ratings = frame.sort_values(["user", "item"])
-        ratings[["user", "item", "rating"]].to_csv(
-            folder / "ratings.tsv", sep="\t", index=False,
-            header=["user_id:token", "item_id:token", "rating:float"], float_format="%g",
-        )
+        dataset.write_ratings(frame)
     if info.has_item_texts:
         item_ids = sorted(set(splits.clean["item"]))
-        _write_jsonl(
-            [
-                {"item_id": i, "text": raw.item_texts[i], "attributes": raw.item_attributes.get(i, {})}
-                for i in item_ids
-                if i in raw.item_texts
-            ],
-            folder / "items.jsonl",
-        )
+        dataset.write_items([
+            {"item_id": i, "text": raw.item_texts[i], "attributes": raw.item_attributes.get(i, {})}
+            for i in item_ids
+            if i in raw.item_texts
+        ])
     if raw.user_profiles:
         user_ids = sorted(set(splits.train["user"]))
-        _write_jsonl(
-            [{"user_id": u, "profile": raw.user_profiles[u]} for u in user_ids if u in raw.user_profiles],
-            folder / "user_profiles.jsonl",
-        )
-    (folder / "dataset.json").write_text(info.to_json() + "\n", encoding="utf-8")
+        dataset.write_user_profiles(
+            [{"user_id": u, "profile": raw.user_profiles[u]} for u in user_ids if u in raw.user_profiles])
+    dataset.write_info()
 
 
 def _write_atomically(target: Path, write: Callable[[Path], None], force: bool) -> None:

@@ -72,7 +72,7 @@ def load_recbole_data(dataset: PreparedDataset, backbone: Backbone, params: dict
         "show_progress": False,
         "save_dataset": False,
         "save_dataloaders": False,
-        "checkpoint_dir": str(dataset.path / ".recbole"),
+        "checkpoint_dir": str(dataset.recbole_dir),
         **backbone.defaults,
         **params,
     }

@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 from cli_helpers import run_cli
 
-from llmhd_cli.datasets import DatasetInfo, open_dataset
+from llmhd_cli.datasets import DatasetInfo, PreparedDataset, open_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.prepare import PrepareOptions, _split_per_user, ensure_prepared, prepare_dataset
 
@@ -226,6 +226,37 @@ def test_rlmrec_with_profiles(tmp_path: Path) -> None:
     # Pre-split: the source's split is kept exactly.
     train = sp.coo_matrix(pickle.loads((src / "trn_mat.pkl").read_bytes()))
     assert ds.info.stats["train_clean"] == train.nnz
+
+
+def test_the_dataset_type_reads_back_what_prepare_wrote(tmp_path: Path) -> None:
+    """PreparedDataset names every file prepare writes and reads each back as written."""
+    src = write_rlmrec(tmp_path / "src", profiles=True)
+    ds = prepare_dataset(tmp_path / "ws", PrepareOptions(name="yelp", source_dir=src, noise_ratio=0.1))
+    written = {p.name for p in ds.path.iterdir()}
+    named = {f.name for f in (ds.meta_file, ds.noise_file, ds.items_file, ds.user_profiles_file)}
+    assert written == named | {ds.split_file(s).name for s in ("train", "valid", "test")}
+    again = PreparedDataset.read(ds.path)
+    assert again == ds and again.fingerprint() == ds.fingerprint()
+    assert again.user_profiles() == {r["user_id"]: r["profile"]
+                                     for r in map(json.loads, ds.user_profiles_file.open())}
+    assert [r["item_id"] for r in again.read_items()] == sorted(again.item_texts())  # ids are string tokens
+    noise_users, noise_items = again.read_noise()
+    train_users, train_items = again.read_split("train")
+    assert len(noise_users) == ds.info.stats["noise"] > 0
+    assert list(zip(train_users[-len(noise_users):], train_items[-len(noise_items):], strict=True)) == \
+        list(zip(noise_users, noise_items, strict=True))  # train ends with the injected noise
+    with pytest.raises(LLMHDError, match="not a prepared dataset"):
+        PreparedDataset.read(tmp_path / "src")
+
+
+def test_rename_keeps_the_data_under_the_new_name(tmp_path: Path, synth: Path) -> None:
+    ds = prepare_dataset(tmp_path / "ws", PrepareOptions(name="synth", source_dir=synth))
+    before = {s: ds.split_file(s).read_text() for s in ("train", "valid", "test")}
+    renamed = ds.rename("synth-copy")
+    assert renamed.path == ds.path and renamed.name == renamed.info.options["name"] == "synth-copy"
+    assert {s: renamed.split_file(s).read_text() for s in before} == before
+    assert not ds.split_file("train").exists()
+    assert PreparedDataset.read(ds.path) == renamed
 
 
 def test_format_flag_and_domain_flag(tmp_path: Path, synth: Path) -> None:
