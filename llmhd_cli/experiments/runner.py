@@ -257,11 +257,12 @@ class _Tally:
 def check_base_datasets(workspace: Path, plan: Plan) -> None:
     """Every base dataset is prepared or built in (so nothing is written for a grid that cannot run)."""
     from llmhd_cli import plugins
+    from llmhd_cli.datasets import PreparedDataset
     from llmhd_cli.workspace import datasets_dir
 
     for name in dict.fromkeys(r.base_dataset for r in plan.runs):
         source = plugins.registry("dataset").items.get(name)
-        if not (datasets_dir(workspace) / name / "dataset.json").exists() and not (source and source.builtin):
+        if not PreparedDataset.is_prepared(datasets_dir(workspace) / name) and not (source and source.builtin):
             raise LLMHDError(f"{plan.spec.path}: dataset '{name}' is not prepared in {datasets_dir(workspace)}; "
                              f"run: llmhd prepare --dataset {name} --source DIR")
 
@@ -288,14 +289,14 @@ def derive_dataset(workspace: Path, base_name: str, name: str, noise: dict[str, 
     from dataclasses import fields
 
     from llmhd_cli import plugins
-    from llmhd_cli.datasets import SPLITS, open_dataset
+    from llmhd_cli.datasets import PreparedDataset, open_dataset
     from llmhd_cli.prepare import PrepareOptions, prepare_dataset
     from llmhd_cli.workspace import datasets_dir
 
     base = open_dataset(workspace, base_name)
     wanted = {**base.info.options, **noise, "name": name}
     target = datasets_dir(workspace) / name
-    if (target / "dataset.json").exists():
+    if PreparedDataset.is_prepared(target):
         have = open_dataset(workspace, name)
         diff = [k for k in wanted if k != "name" and have.info.options.get(k) != wanted[k]]
         if diff:
@@ -317,14 +318,9 @@ def derive_dataset(workspace: Path, base_name: str, name: str, noise: dict[str, 
     try:
         options.name = source.name
         made = prepare_dataset(scratch, options)
-        for split in SPLITS:
-            (made.path / f"{source.name}.{split}.inter").rename(made.path / f"{name}.{split}.inter")
-        info = made.info
-        info.name = name
-        info.options["name"] = name
-        info.notes.append(f"derived by llmhd experiment from '{base_name}' with "
-                          + ", ".join(f"{k} {v}" for k, v in noise.items()))
-        (made.path / "dataset.json").write_text(info.to_json() + "\n", encoding="utf-8")
+        made.info.notes.append(f"derived by llmhd experiment from '{base_name}' with "
+                               + ", ".join(f"{k} {v}" for k, v in noise.items()))
+        made = made.rename(name)
         try:
             os.rename(made.path, target)
         except OSError as exc:
