@@ -90,7 +90,7 @@ def require_item_texts(dataset: PreparedDataset) -> dict[str, str]:
     texts = dataset.item_texts()
     if not texts:
         raise LLMHDError(
-            f"dataset '{dataset.name}' has no item texts ({dataset.path / 'items.jsonl'} is missing or empty); "
+            f"dataset '{dataset.name}' has no item texts ({dataset.items_file} is missing or empty); "
             f"summarize needs them: prepare it again from a source with item texts (e.g. --text-fields)"
         )
     return texts
@@ -126,19 +126,15 @@ def summarize_requests(dataset: PreparedDataset, tset: TemplateSet, item_texts: 
 
 def item_profile_requests(dataset: PreparedDataset, tset: TemplateSet) -> list[LLMRequest]:
     """One item_profile request per item of items.jsonl."""
-    import json
-
     template = tset.get("item_profile")
     requests = []
     version = dataset.fingerprint()  # keys local scorers' cached answers to the dataset's content
-    with (dataset.path / "items.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            requests.append(template.render({
-                "item_id": str(row["item_id"]), "item_text": row.get("text", ""),
-                "attributes": row.get("attributes") or {}, "dataset_dir": str(dataset.path),
-                "dataset_version": version,
-            }))
+    for row in dataset.read_items():
+        requests.append(template.render({
+            "item_id": str(row["item_id"]), "item_text": row.get("text", ""),
+            "attributes": row.get("attributes") or {}, "dataset_dir": str(dataset.path),
+            "dataset_version": version,
+        }))
     return requests
 
 

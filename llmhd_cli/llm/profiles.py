@@ -27,7 +27,6 @@ from typing import Any
 from llmhd_cli.datasets import PreparedDataset
 
 KINDS = ("user", "item")
-PROFILES_DIR = "profiles"
 
 
 def _safe(part: str) -> str:
@@ -54,7 +53,7 @@ class ProfileStore:
 
     def __init__(self, dataset: PreparedDataset) -> None:
         self.dataset = dataset
-        self.root = Path(dataset.path) / PROFILES_DIR
+        self.root = dataset.profiles_dir
 
     def path(self, version: ProfileVersion) -> Path:
         if version.kind not in KINDS:
@@ -116,15 +115,7 @@ class ProfileStore:
         version = self.latest("user", provider, model)
         if version is not None:
             return self.load(version), str(self.path(version))
-        shipped = Path(self.dataset.path) / "user_profiles.jsonl"
-        out: dict[str, str] = {}
-        if shipped.exists():
-            with shipped.open(encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        row = json.loads(line)
-                        out[str(row["user_id"])] = row["profile"]
-        return out, str(shipped)
+        return self.dataset.user_profiles(), str(self.dataset.user_profiles_file)
 
     def item_texts(self, provider: str | None = None, model: str | None = None) -> tuple[dict[str, str], str]:
         """(item -> profile text, where from): generated item profiles of provider/model, else items.jsonl.
@@ -134,7 +125,7 @@ class ProfileStore:
         raw = self.dataset.item_texts()
         version = self.latest("item", provider, model, task="item_profile") if provider else None
         if version is None:
-            return raw, str(Path(self.dataset.path) / "items.jsonl")
+            return raw, str(self.dataset.items_file)
         generated = self.load(version)
         return {**raw, **generated}, str(self.path(version))
 

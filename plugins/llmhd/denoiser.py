@@ -379,7 +379,7 @@ def build_judge(options: dict[str, Any], context: TrainContext, dry: bool = Fals
         )
     item_texts, _ = store.item_texts(settings.provider, settings.model)
     if not item_texts:
-        raise LLMHDError(f"dataset '{dataset.name}' has no item texts ({dataset.path / 'items.jsonl'}); "
+        raise LLMHDError(f"dataset '{dataset.name}' has no item texts ({dataset.items_file}); "
                          "LLM scoring needs them: prepare it from a source with item texts or profiles")
     log.info("llmhd: user profiles from %s", origin)
     tset = template_set_for(dataset.info.domain, prompts_dir_setting(options["prompts"]))
