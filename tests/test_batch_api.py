@@ -487,3 +487,18 @@ def test_a_bad_model_through_the_command_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and "Traceback" not in out + err
     assert len(lines) == 1 and lines[0].startswith("error: summarize: all 4 calls failed"), err
     assert "no-such-model" in lines[0]
+
+
+def test_a_reask_that_fails_too_is_one_counted_failure(tmp_path):
+    def answer(system: str, prompt: str) -> str:
+        return "No tags, ever." if "Book 4" in prompt else profile_answer(system, prompt)
+
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(answer=answer) as server:
+        result = summarize(workspace, settings_for("openai", server), SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.normal_calls) == (1, 1)
+    assert result.profiles == 3
+    row = ledger_of(workspace)["books/summarize"]
+    assert (row.calls, row.failures) == (5, 1)
+    [summary] = result.rows
+    assert (summary.calls, summary.failures) == (5, 1)

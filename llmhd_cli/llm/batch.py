@@ -540,9 +540,9 @@ class _Runner:
             over_budget.update(over)
             size = max(1, int(self.provider.batch_max_requests))
             for start in range(0, len(new), size):
-                record = self._submit(new[start:start + size])
-                if record is not None:
-                    active.append(record)
+                submitted = self._submit(new[start:start + size])
+                if submitted is not None:
+                    active.append(submitted)
             attempted.update(new)
             self._wait(active)
             self._release_all()
@@ -644,25 +644,20 @@ def run_batched(client: LLMClient, requests: list[LLMRequest], *, label: str = "
             tokens = (answer.input_tokens + second.input_tokens, answer.output_tokens + second.output_tokens)
             value = None
             error = None
-            if not second.ok:
+            if not second.ok:  # the client counted this failure already
                 error = second.error if second.error == BUDGET else f"malformed answer; re-ask failed: {second.error}"
             else:
                 try:
                     value = request.parse(second.text) if request.parse is not None else second.text
                 except Exception as exc:
                     error = f"malformed answer after one re-ask: {' '.join(str(exc).split())[:200]}"
-            if error is not None:
-                if second.error != BUDGET:
                     client._record(request.template, Usage(failures=1))
-                results[i] = LLMResult(request=request, ok=False, value=None, text=second.text, cached=False,
-                                       input_tokens=tokens[0], output_tokens=tokens[1], cost=price + second.cost,
-                                       error=error)
-            else:
-                results[i] = LLMResult(request=request, ok=True, value=value, text=second.text, cached=False,
-                                       input_tokens=tokens[0], output_tokens=tokens[1], cost=price + second.cost,
-                                       error=None, reasked=True)
+            result = LLMResult(request=request, ok=error is None, value=value, text=second.text, cached=False,
+                               input_tokens=tokens[0], output_tokens=tokens[1], cost=price + second.cost,
+                               error=error, reasked=error is None)
+            results[i] = result
             if on_result is not None:
-                on_result(results[i])
+                on_result(result)
     if normal:
         for i, result in zip(normal, client.run([requests[i] for i in normal], on_result=on_result), strict=True):
             results[i] = result
