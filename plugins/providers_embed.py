@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from llmhd_cli.datasets import ITEMS
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
 
@@ -439,7 +440,7 @@ class EmbedProvider(Provider):
 
 def reference_texts(dataset_dir: Path, n: int = REFERENCE_ITEMS, seed: int = REFERENCE_SEED) -> list[str]:
     """A fixed random sample of the dataset's item texts (sorted ids, seeded draw)."""
-    path = dataset_dir / "items.jsonl"
+    path = Path(dataset_dir) / ITEMS  # a prepared dataset's item texts (llmhd_cli.datasets)
     if not path.exists():
         return []
     texts: dict[str, str] = {}

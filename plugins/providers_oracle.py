@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmhd_cli.datasets import DatasetInfo, PreparedDataset
+from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
@@ -80,17 +80,16 @@ class RatingTable:
 
     def __init__(self, dataset_dir: Path, leaky: bool = False) -> None:
         dataset_dir = Path(dataset_dir)
-        meta = dataset_dir / "dataset.json"
-        if not meta.exists():
+        if not PreparedDataset.is_prepared(dataset_dir):
             raise ProviderError(f"provider 'oracle': {dataset_dir} is not a prepared dataset (no dataset.json)",
                                 fatal=True)
-        dataset = PreparedDataset(dataset_dir, DatasetInfo.from_json(meta.read_text(encoding="utf-8")))
-        ratings_path = dataset_dir / "ratings.tsv"
+        dataset = PreparedDataset.read(dataset_dir)
+        ratings_path = dataset.ratings_file
         train = _read_pairs(dataset.split_file("train"))
         if "rating" not in train.columns and ratings_path.exists():
             # Only the training pairs' ratings: a left merge keeps train's rows and order.
             train = train.merge(_read_pairs(ratings_path), on=["user", "item"], how="left")
-        noise_path = dataset_dir / "noise.tsv"
+        noise_path = dataset.noise_file
         noise = _read_pairs(noise_path) if noise_path.exists() else train.iloc[:0]
         is_noise = pd.MultiIndex.from_frame(train[["user", "item"]]).isin(
             pd.MultiIndex.from_frame(noise[["user", "item"]]))
