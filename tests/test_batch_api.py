@@ -502,3 +502,25 @@ def test_a_reask_that_fails_too_is_one_counted_failure(tmp_path):
     assert (row.calls, row.failures) == (5, 1)
     [summary] = result.rows
     assert (summary.calls, summary.failures) == (5, 1)
+
+
+def test_a_reask_the_server_refuses_is_one_counted_failure(tmp_path):
+    from llm_servers import Reply
+
+    def answer(system: str, prompt: str) -> str:
+        return "No tags, ever." if "Book 4" in prompt else profile_answer(system, prompt)
+
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(answer=answer) as server:
+        batch_handler = server.server.handler
+
+        def refuse_chat(rec):
+            if rec.path.endswith("/chat/completions"):
+                return Reply(400, {"error": {"message": "refused for the test", "type": "invalid_request_error"}})
+            return batch_handler(rec)
+
+        server.server.handler = refuse_chat
+        result = summarize(workspace, settings_for("openai", server), SummarizeOptions("tiny", batch=True))
+    assert result.profiles == 3
+    row = ledger_of(workspace)["books/summarize"]
+    assert (row.calls, row.failures) == (4, 1)
