@@ -74,7 +74,7 @@ def dataset_in(workspace: Path, source: Path, paper_texts: bool = False):
         print(f"preparing {NAME} from {source} into {workspace} ...", flush=True)
         prepare_dataset(workspace, PrepareOptions(name=NAME, source_dir=source, noise_ratio=0.05))
     dataset = open_dataset(workspace, NAME)
-    items_path = dataset.path / "items.jsonl"
+    items_path = dataset.items_file
     if not items_path.exists() or not items_path.stat().st_size:
         histories = user_histories(dataset)
         items = sorted({i for its in histories.values() for i in its}
@@ -89,9 +89,8 @@ def dataset_in(workspace: Path, source: Path, paper_texts: bool = False):
             def profile(u: str, its: list[str]) -> str:
                 return f"user {u} likes: " + ", ".join(f"item {i}" for i in its[:PROFILE_ITEMS])
             what = f"'item <id>', first {PROFILE_ITEMS} training items per user"
-        items_path.write_text("".join(json.dumps({"item_id": i, "text": item(i)}) + "\n" for i in items))
-        (dataset.path / "user_profiles.jsonl").write_text("".join(
-            json.dumps({"user_id": u, "profile": profile(u, its)}) + "\n" for u, its in sorted(histories.items())))
+        dataset.write_items([{"item_id": i, "text": item(i)} for i in items])
+        dataset.write_user_profiles([{"user_id": u, "profile": profile(u, its)} for u, its in sorted(histories.items())])
         print(f"synthesized item texts and user profiles ({what}; {len(items):,} items, {len(histories):,} users): "
               "the split ships neither", flush=True)
     return dataset

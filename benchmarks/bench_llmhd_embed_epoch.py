@@ -47,11 +47,11 @@ LLMHD = {"alpha": 500.0, "eps_l_max": 0.05, "eps_v": 0.5, "provider": "embed"}
 
 def dataset_in(workspace: Path) -> PreparedDataset:
     """ml-100k prepared and summarized with embed (done once per workspace, through the CLI's code)."""
-    if not (workspace / "datasets" / NAME / "dataset.json").exists():
+    if not PreparedDataset.is_prepared(workspace / "datasets" / NAME):
         print(f"preparing {NAME} into {workspace} ...", flush=True)
         _cli(workspace, "prepare", "--dataset", NAME)
     dataset = open_dataset(workspace, NAME)
-    if not list((Path(dataset.path) / "profiles").glob("*")):
+    if not list(dataset.profiles_dir.glob("*")):
         print(f"summarizing {NAME} with embed ...", flush=True)
         _cli(workspace, "summarize", "--dataset", NAME, "--provider", "embed")
     return dataset

@@ -81,18 +81,16 @@ def item_text(token: str) -> str:
 
 def synthesize_texts(dataset: PreparedDataset) -> None:
     """SYNTHETIC item texts and user profiles (the source has neither), so LLM scoring can run."""
-    path = Path(dataset.path)
-    if (path / "user_profiles.jsonl").exists():
+    if dataset.user_profiles_file.exists():
         return
     import pandas as pd
 
-    train = pd.read_csv(path / f"{dataset.name}.train.inter", sep="\t", dtype=str, keep_default_na=False)
+    train = pd.read_csv(dataset.split_file("train"), sep="\t", dtype=str, keep_default_na=False)
     user_col, item_col = train.columns[:2]
-    items = sorted(set(train[item_col]) | _all_items(path, dataset.name, item_col))
-    with (path / "items.jsonl").open("w", encoding="utf-8") as f:
-        for token in items:
-            f.write(json.dumps({"item_id": token, "text": item_text(token), "attributes": {"synthetic": True}}) + "\n")
-    with (path / "user_profiles.jsonl").open("w", encoding="utf-8") as f:
+    items = sorted(set(train[item_col]) | _all_items(dataset, item_col))
+    dataset.write_items([{"item_id": token, "text": item_text(token), "attributes": {"synthetic": True}}
+                         for token in items])
+    with dataset.user_profiles_file.open("w", encoding="utf-8") as f:
         for user, group in train.groupby(user_col):
             genres = Counter(_pick(t, "genre", GENRES) for t in group[item_col])
             themes = Counter(_pick(t, "theme", THEMES) for t in group[item_col])
@@ -101,12 +99,12 @@ def synthesize_texts(dataset: PreparedDataset) -> None:
             f.write(json.dumps({"user_id": user, "profile": profile}) + "\n")
 
 
-def _all_items(path: Path, name: str, item_col: str) -> set[str]:
+def _all_items(dataset: PreparedDataset, item_col: str) -> set[str]:
     import pandas as pd
 
     out: set[str] = set()
     for split in ("valid", "test"):
-        frame = pd.read_csv(path / f"{name}.{split}.inter", sep="\t", dtype=str, keep_default_na=False)
+        frame = pd.read_csv(dataset.split_file(split), sep="\t", dtype=str, keep_default_na=False)
         out |= set(frame[item_col])
     return out
 

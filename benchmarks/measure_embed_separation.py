@@ -88,12 +88,7 @@ def measure(workspace: Path, dataset_name: str, provider_file: str | None, negat
     train = by_user(*dataset.read_split("train"))
     valid = by_user(*dataset.read_split("valid"))
     test = by_user(*dataset.read_split("test"))
-    noise: set[tuple[str, str]] = set()
-    with (dataset.path / "noise.tsv").open(encoding="utf-8") as f:
-        next(f)
-        for line in f:
-            u, i = line.split("\t")[:2]
-            noise.add((u, i))
+    noise: set[tuple[str, str]] = set(zip(*dataset.read_noise(), strict=True))
     rng = np.random.default_rng(seed)
     users = sorted(u for u in train if u in profiles)
     if max_users is not None and max_users < len(users):
