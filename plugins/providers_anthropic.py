@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used
+from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used, usage_int
 
 if TYPE_CHECKING:
     from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
@@ -107,8 +107,12 @@ class AnthropicProvider(Provider):
         tokens_in, tokens_out, reported = tokens_used(self, message.usage, "input_tokens", "output_tokens", request,
                                                       text)
         model = message.model if isinstance(message.model, str) and message.model else self.model
-        return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
-                           model=model)
+        # Cache reads and writes (prompts marked cache_control, e.g. by a proxy) are reported apart
+        # from input_tokens; llmhd counts all prompt tokens as input and prices those two apart.
+        read = usage_int(message.usage, "cache_read_input_tokens") if reported else 0
+        written = usage_int(message.usage, "cache_creation_input_tokens") if reported else 0
+        return LLMResponse(text=text, input_tokens=tokens_in + read + written, output_tokens=tokens_out,
+                           usage_reported=reported, model=model, cached_input_tokens=read, cache_write_tokens=written)
 
     # ------------------------------------------------------------------ Message Batches (summarize --batch)
 

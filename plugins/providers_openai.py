@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used
+from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used, usage_int
 from llmhd_cli.llm.tokens import TiktokenCounter, TokenCounter
 
 if TYPE_CHECKING:
@@ -109,8 +109,10 @@ class OpenAIProvider(Provider):
                 logprobs.append(alternatives)
                 tokens.append(str(item.token))
         model = completion.model if isinstance(completion.model, str) and completion.model else self.model
+        # Prompt caching is automatic (prompts of 1,024 tokens and more); the cached part is in prompt_tokens.
+        cached = min(usage_int(completion.usage, "prompt_tokens_details", "cached_tokens"), tokens_in) if reported else 0
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out, usage_reported=reported,
-                           model=model, logprobs=logprobs, tokens=tokens)
+                           model=model, logprobs=logprobs, tokens=tokens, cached_input_tokens=cached)
 
     # ------------------------------------------------------------------ Batch API (summarize --batch)
 

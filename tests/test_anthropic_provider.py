@@ -162,3 +162,19 @@ def test_key_never_stored_or_logged(tmp_path, caplog):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
     assert KEY not in caplog.text
+
+
+def test_cache_reads_and_writes_count_as_input_at_their_prices(tmp_path):
+    """Anthropic reports cache reads and writes apart from input_tokens: llmhd counts all three as
+    input tokens and prices reads at cached_input, writes at cache_write."""
+    body = message("<s>7</s>", tokens_in=200, tokens_out=3)
+    body["usage"].update(cache_read_input_tokens=1000, cache_creation_input_tokens=500)
+    prices = PriceTable.from_dict({"anthropic": {MODEL: {"input": 1.0, "output": 5.0, "cached_input": 0.1,
+                                                         "cache_write": 1.25}}})
+    with LocalServer(Script(Reply(200, body))) as server:
+        provider = AnthropicProvider(model=MODEL, base_url=server.url, api_key=KEY)
+        with LLMClient(provider, tmp_path / "cache", prices=prices) as c:
+            [r] = c.run([request(1)])
+    assert r.ok and (r.input_tokens, r.output_tokens) == (1700, 3)
+    assert r.cost == pytest.approx((200 * 1.0 + 1000 * 0.1 + 500 * 1.25 + 3 * 5.0) / 1e6)
+    assert read_ledger(tmp_path / "cache")[0].input_tokens == 1700

@@ -394,3 +394,39 @@ def test_two_processes_share_one_cache_and_ledger(tmp_path):
     # Whatever the interleaving, the ledger agrees with the server and every answer is stored once.
     assert 10 <= sent <= 20 and row.calls == sent and row.calls + row.cache_hits == 20
     assert len(AnswerStore(tmp_path)) == 10
+
+
+def test_cached_input_tokens_are_priced_at_the_cached_price(tmp_path):
+    """OpenAI reports the prompt-cache part of prompt_tokens (usage.prompt_tokens_details.cached_tokens);
+    those tokens cost the price table's cached_input, the rest the input price."""
+    prices = PriceTable.from_dict({"openai": {"local": {"input": 1000.0, "output": 2000.0, "cached_input": 100.0}}})
+    body = openai_completion("<s>7</s>", prompt_tokens=1500, completion_tokens=3)
+    body["usage"]["prompt_tokens_details"] = {"cached_tokens": 1024}
+    with LocalServer(Counting(Reply(200, body))) as server, make(server, tmp_path, prices=prices) as c:
+        [r] = c.run([request(1)])
+        [again] = c.run([request(1)])  # a cache hit keeps the stored answer's counts
+    assert r.ok and (r.input_tokens, r.output_tokens) == (1500, 3)
+    assert r.cost == pytest.approx((476 * 1000.0 + 1024 * 100.0 + 3 * 2000.0) / 1e6)
+    assert again.cached and again.cost == 0
+    [row] = read_ledger(tmp_path)
+    assert row.input_tokens == 1500 and row.cost == pytest.approx(r.cost)
+    assert AnswerStore(tmp_path).get(make_key(request(1))).cached_input_tokens == 1024
+
+
+def make_key(req: LLMRequest) -> str:
+    return cache_key("openai", "local", req)
+
+
+def test_cache_prices_in_the_table_and_their_checks(tmp_path):
+    table = load_prices()
+    assert table.cost("openai", "gpt-4o-mini", 2000, 0, cached_input_tokens=1024) == pytest.approx(
+        (976 * 0.15 + 1024 * 0.075) / 1e6)
+    assert table.cost("anthropic", "claude-haiku-4-5", 3000, 100, cached_input_tokens=1000,
+                      cache_write_tokens=1500) == pytest.approx((500 * 1.0 + 1000 * 0.10 + 1500 * 1.25 + 100 * 5.0) / 1e6)
+    # A model without cache prices charges cached tokens the input price; counts are capped by the input.
+    assert table.cost("openai", "gpt-3.5-turbo", 1000, 0, cached_input_tokens=5000) == pytest.approx(1000 * 0.5 / 1e6)
+    override = tmp_path / "prices.toml"
+    for bad in ('"x"', "-1", "nan", "true"):
+        override.write_text(f'[openai]\n"m" = {{ input = 1, output = 2, cached_input = {bad} }}\n')
+        with pytest.raises(LLMHDError, match=r"openai\.m: 'cached_input' must be a finite, not negative number"):
+            load_prices(override)

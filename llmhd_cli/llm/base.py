@@ -60,6 +60,10 @@ class LLMResponse:
     value: Any = None  # set by non-generative providers; skips parsing
     logprobs: list[dict[str, float]] | None = None  # per output token: {token: logprob} top alternatives
     tokens: list[str] | None = None  # the chosen output tokens, aligned with ``logprobs``
+    # Of ``input_tokens``: those the provider served from its prompt cache, and those it wrote to
+    # it (priced by the price table's ``cached_input`` / ``cache_write``).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class ProviderError(Exception):

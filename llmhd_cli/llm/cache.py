@@ -103,6 +103,8 @@ class StoredAnswer:
     # The template parser's value, recorded after a successful parse (for inspection and
     # reporting); the client parses ``text`` again on every read, so a fixed parser applies.
     parsed: Any = None
+    cached_input_tokens: int = 0  # of input_tokens, served from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to it
 
     @classmethod
     def from_dict(cls, data: Any) -> StoredAnswer:
@@ -151,6 +153,8 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "logprobs": _is_logprobs,
     "tokens": lambda v: v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
     "created": _is_number,
+    "cached_input_tokens": _is_int,
+    "cache_write_tokens": _is_int,
 }
 
 

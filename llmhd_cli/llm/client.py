@@ -450,12 +450,15 @@ class LLMClient:
         finally:
             with self._lock:
                 self._reserved -= estimate
-        cost = self.prices.cost(self.provider.name, self.provider.model, response.input_tokens, response.output_tokens)
+        cached_in, written = int(response.cached_input_tokens or 0), int(response.cache_write_tokens or 0)
+        cost = self.prices.cost(self.provider.name, self.provider.model, response.input_tokens, response.output_tokens,
+                                cached_input_tokens=cached_in, cache_write_tokens=written)
         answer = StoredAnswer(
             text=response.text or "", value=response.value, input_tokens=int(response.input_tokens),
             output_tokens=int(response.output_tokens), usage_reported=bool(response.usage_reported),
             cost=cost, elapsed=elapsed, model=response.model or self.provider.model,
-            logprobs=response.logprobs, tokens=response.tokens)
+            logprobs=response.logprobs, tokens=response.tokens, cached_input_tokens=cached_in,
+            cache_write_tokens=written)
         # Store first: if the process dies right after, the rerun finds this answer.
         if self.provider.cacheable:
             self.store.put(key, answer)

@@ -94,6 +94,14 @@ def usage_counts(usage: Any, input_field: str, output_field: str) -> tuple[int, 
     return (tokens_in, tokens_out) if tokens_in >= 0 and tokens_out >= 0 else None
 
 
+def usage_int(obj: Any, *path: str) -> int:
+    """The non-negative integer at ``obj.path[0].path[1]...`` (a usage object's detail, such as
+    OpenAI's ``prompt_tokens_details.cached_tokens``); 0 when missing or not a count."""
+    for name in path:
+        obj = getattr(obj, name, None)
+    return obj if type(obj) is int and obj > 0 else 0
+
+
 def tokens_used(provider: Provider, usage: Any, input_field: str, output_field: str, request: LLMRequest,
                 text: str) -> tuple[int, int, bool]:
     """(input, output, reported): the API's usage when it gave usable numbers, else the

@@ -6,6 +6,12 @@ user config, or ``LLMHD_PRICES``) overrides it model by model. A model with no e
 
 The ``[batch]`` table gives, per provider, the fraction of these prices a request sent through
 its batch API pays (``cost(..., batch=True)``; 1.0 for a provider without an entry).
+
+Prompt-prefix caching: an entry may also give ``cached_input`` (the price of input tokens the
+provider served from its prompt cache: OpenAI's cached input, Anthropic's cache reads) and
+``cache_write`` (input tokens written to the cache: Anthropic's cache writes). A call whose
+provider reports such tokens (`LLMResponse.cached_input_tokens`, ``cache_write_tokens``, both
+part of ``input_tokens``) pays those prices for them; without an entry they cost the input price.
 """
 
 from __future__ import annotations
@@ -28,13 +34,22 @@ BATCH_TABLE = "batch"  # provider -> fraction of the list price a batch API requ
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens; cached input and cache writes at their own prices when given."""
 
     input: float
     output: float
+    cached_input: float | None = None  # input tokens read from the provider's prompt cache
+    cache_write: float | None = None  # input tokens written to it (Anthropic)
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
+             cache_write_tokens: int = 0) -> float:
+        """Dollars for a call; ``cached_input_tokens`` and ``cache_write_tokens`` are part of ``input_tokens``."""
+        cached = min(max(int(cached_input_tokens), 0), input_tokens)
+        written = min(max(int(cache_write_tokens), 0), input_tokens - cached)
+        read_rate = self.input if self.cached_input is None else self.cached_input
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        return ((input_tokens - cached - written) * self.input + cached * read_rate + written * write_rate
+                + output_tokens * self.output) / 1_000_000
 
 
 @dataclass
@@ -72,7 +87,15 @@ class PriceTable:
                 if not all(math.isfinite(v) and v >= 0 for v in values):
                     raise LLMHDError(f"{source}: {provider}.{model}: prices must be finite and not negative, "
                                      f"got input {values[0]}, output {values[1]}")
-                self.prices.setdefault(provider, {})[model] = Price(float(values[0]), float(values[1]))
+                cache_prices = []
+                for key in ("cached_input", "cache_write"):
+                    value = entry.get(key)
+                    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                              or not math.isfinite(value) or value < 0):
+                        raise LLMHDError(f"{source}: {provider}.{model}: '{key}' must be a finite, not negative "
+                                         f"number ($ per million tokens), got {value!r}")
+                    cache_prices.append(None if value is None else float(value))
+                self.prices.setdefault(provider, {})[model] = Price(float(values[0]), float(values[1]), *cache_prices)
 
     def get(self, provider: str, model: str) -> Price | None:
         models = self.prices.get(provider, {})
@@ -82,8 +105,10 @@ class PriceTable:
         """The fraction of the list price a request through ``provider``'s batch API pays."""
         return self.batch_factors.get(provider, 1.0)
 
-    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
-        """Dollars for these tokens; ``batch``: sent through the provider's batch API."""
+    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int, batch: bool = False, *,
+             cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+        """Dollars for these tokens; ``batch``: sent through the provider's batch API; the cached and
+        cache-write tokens (part of ``input_tokens``) at the entry's cache prices."""
         price = self.get(provider, model)
         if price is None:
             if (provider, model) not in self._warned:
@@ -91,7 +116,8 @@ class PriceTable:
                 log.warning("no price for %s/%s in the price table: its cost counts as 0 and "
                             "--max-cost cannot limit it", provider, model)
             return 0.0
-        return price.cost(input_tokens, output_tokens) * (self.batch_factor(provider) if batch else 1.0)
+        return (price.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens)
+                * (self.batch_factor(provider) if batch else 1.0))
 
     def rows(self) -> list[tuple[str, str, Price]]:
         return [(p, m, price) for p, models in sorted(self.prices.items()) for m, price in sorted(models.items())]
