@@ -15,8 +15,10 @@ Scoring (``scoring``): ``pairwise`` sends one T_score prompt per pair (the paper
 and sends one ``score_list`` prompt per group of at most ``list_size`` items, so the profile
 and the instructions are paid once per group. The pairs scored are the same either way. A
 listed item whose score is missing or malformed in the answer (`OutputSpec.parse_list`) is
-counted (``list_missing``) and re-asked once, with the other missing items of that user, in a
-new list (``list_reasked``); still missing, it is unscored (NaN), never an error. Only
+counted (``list_missing``, each answer's) and re-asked once, with the other missing items of that
+user, in a new list (``list_reasked``); still missing, it is unscored (NaN), never an error. An
+answer with no valid line at all is malformed: the client re-asks that list once (as any
+malformed answer), and its items are counted missing, not asked a third time. Only
 generative providers (and the dry run, which renders what they would be sent) get lists:
 local providers score each pair in bulk or one by one as before.
 
@@ -61,8 +63,8 @@ class JudgeStats(Usage):
     profile_updates: int = 0
     simulated_errors: int = 0  # scores handed out replaced by a random one (judge_accuracy < 1)
     score_prompts: int = 0  # T_score prompts sent (pairwise: one per pair; listwise: one per list)
-    list_missing: int = 0  # listed items whose score was missing or malformed in a list's answer
-    list_reasked: int = 0  # of those, items asked again (once each, in a new list)
+    list_missing: int = 0  # listed items whose score was missing or malformed in an answer (each answer's)
+    list_reasked: int = 0  # items asked again in a new list (once each; from partly valid answers)
 
     def minus(self, other: JudgeStats) -> JudgeStats:
         return JudgeStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
@@ -204,18 +206,23 @@ class LLMJudge:
             answers = self._send([self._list_request(variables, members) for members in lists],
                                  [keys[members[0]][1] for members in lists])
             self.stats.score_prompts += len(lists)
+            if self.dry:
+                break  # the dry run's answers are all unknown: nothing to re-ask
             missing: list[int] = []
             for members, answer in zip(lists, answers, strict=True):
-                got = answer if isinstance(answer, dict) else {}
+                if not isinstance(answer, dict):
+                    # No valid line at all: the client re-asked that list once already and it failed.
+                    self.stats.list_missing += len(members)
+                    continue
                 for position, n in enumerate(members, 1):
-                    if position in got:
-                        values[n] = got[position]
+                    if position in answer:
+                        values[n] = answer[position]
                     else:
                         missing.append(n)
-            if self.dry or not missing:
-                break  # the dry run's answers are all unknown: nothing to re-ask
             self.stats.list_missing += len(missing)
             pending = missing
+            if not pending:
+                break
         return values
 
     def _list_request(self, variables: list[dict[str, Any]], members: list[int]) -> LLMRequest:
