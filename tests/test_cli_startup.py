@@ -88,6 +88,43 @@ def test_help_imports_no_torch_or_recbole(argv: tuple[str, ...]) -> None:
             assert flag in out, (flag, out)
 
 
+EVERY_HELP = r"""
+import contextlib, io, json, sys
+import click
+from llmhd_cli.cli import cli, main
+
+def names(group, ctx):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield [name]
+        if isinstance(command, click.Group):
+            yield from ([name, *sub] for sub in names(command, click.Context(command, parent=ctx)))
+
+shown = []
+for argv in list(names(cli, click.Context(cli))):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            main([*argv, "--help"])
+        except SystemExit:
+            pass
+    shown.append(" ".join(argv) if "Usage:" in out.getvalue() else "no help: " + " ".join(argv))
+print(json.dumps({"shown": shown, "heavy": sorted(m for m in ("torch", "recbole") if m in sys.modules)}))
+"""
+
+
+def test_no_subcommand_help_imports_torch_or_recbole() -> None:
+    """``llmhd <command> [<subcommand>] --help`` for every command, in one fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMHD_")}
+    env["LLMHD_CONFIG"] = "/nonexistent/llmhd-config.toml"
+    result = subprocess.run([sys.executable, "-c", EVERY_HELP], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"train", "cost", "prepare", "evaluate", "experiment run"} <= set(report["shown"]), report["shown"]
+    assert not [s for s in report["shown"] if s.startswith("no help")], report["shown"]
+    assert report["heavy"] == [], report["heavy"]
+
+
 def test_a_plugin_command_runs() -> None:
     code, heavy, out = drive("hello-plugin", plugin=True)
     assert code == 0 and out.strip() == "hello from a plugin"
