@@ -524,3 +524,27 @@ def test_a_reask_the_server_refuses_is_one_counted_failure(tmp_path):
     assert result.profiles == 3
     row = ledger_of(workspace)["books/summarize"]
     assert (row.calls, row.failures) == (4, 1)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_rate_limited_submit_is_retried_and_paid_once(kind, tmp_path):
+    from llm_servers import Reply
+
+    server_cls, _, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    with server_cls() as server:
+        batch_handler = server.server.handler
+        refused = []
+
+        def rate_limit_once(rec):
+            creating = rec.method == "POST" and rec.path.split("?")[0] in ("/v1/batches", "/v1/messages/batches")
+            if creating and not refused:
+                refused.append(rec.path)
+                return Reply(429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+                             {"retry-after": "0"})
+            return batch_handler(rec)
+
+        server.server.handler = rate_limit_once
+        result = summarize(workspace, settings_for(kind, server), SummarizeOptions("tiny", batch=True))
+        assert len(refused) == 1 and server.submissions == 1 and server.normal_calls == 0
+    assert result.profiles == 4

@@ -54,6 +54,7 @@ JOB_CLAIM = "batch-job:"  # claim on a whole job: one process polls and collects
 POLL_MIN = 1.0  # seconds between polls at first, growing to the poll_max
 POLL_MAX = 60.0
 POLL_ENV = "LLMHD_BATCH_POLL"  # the longest wait between two polls, in seconds
+MAX_RETRY_AFTER = 120.0  # seconds; the longest wait a refused submit honours
 MAX_ROUNDS = 5  # rounds of "claim, submit, wait for the others" before the leftovers go the normal way
 
 
@@ -345,8 +346,7 @@ class _Runner:
         self._claim(JOB_CLAIM + record.job)
         self.jobs.write_pending(record)
         try:
-            batch_id = self.provider.submit_batch({cid: self.requests[k] for cid, k in record.requests.items()},
-                                                  record.job)
+            batch_id = self._submit_with_retries(record)
         except SubmitUncertain as exc:
             message = self.client._scrub(str(exc))
             raise LLMHDError(f"--batch: submitting {len(keys):,} requests to {self.provider.name} failed ({message}) "
@@ -372,6 +372,26 @@ class _Runner:
         log.info("batch %s: %d %s requests submitted to %s/%s", record.batch_id, len(keys), template,
                  self.provider.name, self.provider.model)
         return record
+
+    def _submit_with_retries(self, record: JobRecord) -> str:
+        """``submit_batch``, again after a refusal that says to wait (429, 409), as the client retries calls."""
+        requests = {cid: self.requests[k] for cid, k in record.requests.items()}
+        attempt = 0
+        while True:
+            try:
+                return self.provider.submit_batch(requests, record.job)
+            except SubmitUncertain:
+                raise
+            except ProviderError as exc:
+                if not exc.retryable or attempt >= self.client.max_retries:
+                    raise
+                delay = exc.retry_after if exc.retry_after is not None else self.client._backoff(attempt)
+                delay = max(0.0, min(delay, MAX_RETRY_AFTER))
+                log.info("batch: submit refused (%s); retry %d/%d in %.1fs", self.client._scrub(str(exc)),
+                         attempt + 1, self.client.max_retries, delay)
+                self.client.stats.retries += 1
+                time.sleep(delay)
+                attempt += 1
 
     def _poll(self, record: JobRecord, failures: dict[str, int]) -> BatchStatus | None:
         assert record.batch_id is not None
