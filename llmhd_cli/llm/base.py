@@ -19,6 +19,7 @@ from llmhd_cli.errors import LLMHDError
 from llmhd_cli.redact import mask_secrets
 
 if TYPE_CHECKING:
+    from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
     from llmhd_cli.llm.tokens import TokenCounter
 
 # Task kinds a template can have; providers that do not generate text dispatch on these.
@@ -121,6 +122,10 @@ class Provider:
     # versions: gpt-4o-2024-08-06), the longest matching key wins; a model not listed gets
     # `llmhd_cli.llm.tokens.DEFAULT_CONTEXT_WINDOW` ([llm] context_window overrides either).
     context_windows: dict[str, int] = {}
+    # Optional batch API (`llmhd_cli.llm.batch`, ``summarize --batch``): set ``supports_batch`` and
+    # implement submit_batch, poll_batch and fetch_batch (find_batch if the API can find a batch by job).
+    supports_batch: bool = False
+    batch_max_requests: int = 10_000  # requests per submitted batch; more go in several
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
@@ -137,6 +142,26 @@ class Provider:
         ``value`` `complete` would return for each. Only for tasks in ``bulk_tasks``; raises
         `ProviderError` as `complete` does (then every request of the call fails)."""
         raise ProviderError(f"provider '{self.name}' answers no task in bulk", fatal=True)
+
+    def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
+        """Submit ``requests`` (custom id -> request) as one batch; returns its id. ``job`` is llmhd's
+        name for it (tag the batch with it where the API allows). Raises `ProviderError`, or
+        `llmhd_cli.llm.batch.SubmitUncertain` when the batch may have been created all the same."""
+        raise ProviderError(f"provider '{self.name}' has no batch API", fatal=True)
+
+    def poll_batch(self, batch_id: str) -> BatchStatus:
+        """Where the batch stands (`llmhd_cli.llm.batch.BatchStatus`); raises `ProviderError`."""
+        raise ProviderError(f"provider '{self.name}' has no batch API", fatal=True)
+
+    def fetch_batch(self, batch_id: str, requests: dict[str, LLMRequest]) -> dict[str, BatchOutcome]:
+        """The results of an ended batch per custom id: a response as `complete` would return it,
+        or an error (errored, expired, cancelled). ``requests`` are the submitted ones."""
+        raise ProviderError(f"provider '{self.name}' has no batch API", fatal=True)
+
+    def find_batch(self, job: str, since: float) -> str | None:
+        """The id of the batch tagged ``job`` created after ``since`` (a Unix time), or None when
+        there is none or the API cannot tell (the default)."""
+        return None
 
     def warm(self, requests: list[LLMRequest]) -> None:
         """Optional: prepare for these uncached requests together before they are sent one by
