@@ -191,7 +191,7 @@ def rows_for_requests(ctx: EstimateContext, requests: list[LLMRequest], template
 def _summarize_rows(ctx: EstimateContext) -> list[EstimateRow]:
     """T_sum for every user (and item_profile for every item with ``items``), rendered as summarize does."""
     from llmhd_cli.llm.profiles import ProfileStore
-    from llmhd_cli.summarize import (
+    from llmhd_cli.llm.summary_requests import (
         DEFAULT_MAX_ITEMS,
         item_profile_requests,
         require_item_texts,
