@@ -1,5 +1,7 @@
 """Training curves of runs as one image: validation NDCG@10, training loss, share of samples
-dropped, and the noise detection of the dropped samples, per epoch."""
+dropped, and the noise detection of the dropped samples, per epoch; for runs whose denoiser
+used an LLM (``denoiser.llm`` in log.jsonl, the llmhd judge's counters) also the LLM tokens
+per epoch and the new pairs it needed scores for per epoch (whether the cost keeps growing)."""
 
 from __future__ import annotations
 
@@ -56,6 +58,19 @@ def _dropped_share(row: dict[str, Any]) -> float | None:
     return 100 * dropped / samples if dropped is not None and samples else None
 
 
+def _llm_tokens(row: dict[str, Any]) -> float | None:
+    llm = row.get("denoiser", {}).get("llm") if isinstance(row.get("denoiser"), dict) else None
+    if not isinstance(llm, dict):
+        return None
+    tokens = [_number(llm.get(k)) for k in ("input_tokens", "output_tokens")]
+    return sum(t for t in tokens if t is not None)
+
+
+def _llm_pairs(row: dict[str, Any]) -> float | None:
+    llm = row.get("denoiser", {}).get("llm") if isinstance(row.get("denoiser"), dict) else None
+    return _number(llm.get("score_requests")) if isinstance(llm, dict) else None
+
+
 def plot_runs(run_dirs: list[Path], output: Path) -> Path:
     """Draw every run's curves into ``output`` (its extension picks the format); returns the path written.
 
@@ -76,7 +91,10 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
         ("samples dropped (%)", _dropped_share),
         ("injected noise among dropped positives: F1", lambda r: _field(r, "noise", "f1")),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    if any(_llm_tokens(row) is not None for record in records for row in record.log):
+        panels += [("LLM tokens per epoch (in + out)", _llm_tokens),
+                   ("new pairs scored per epoch (LLM requests)", _llm_pairs)]
+    fig, axes = plt.subplots(len(panels) // 2, 2, figsize=(11, 3.75 * (len(panels) // 2)), constrained_layout=True)
     try:
         for ax, (title, value) in zip(axes.flat, panels, strict=False):
             for record in records:

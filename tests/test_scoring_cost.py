@@ -342,7 +342,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("scoring, negatives", [("listwise", "pool"), ("pairwise", "fresh")])
 def test_the_estimate_is_within_25_percent_of_what_the_run_spends(workspace: Path, tmp_path: Path, scoring: str,
-                                                                  negatives: str, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                  negatives: str, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("LLMHD_LLM_CACHE", str(tmp_path / "cache"))  # each run pays for everything it asks
     server = ScoringServer()
     llm = ("--provider", "openai", "--model", "gpt-4o-mini", "--base-url", server.url)
@@ -354,8 +355,10 @@ def test_the_estimate_is_within_25_percent_of_what_the_run_spends(workspace: Pat
         assert server.calls == 0  # the estimate sends nothing
         estimate = {name: _tokens(table_row(out.getvalue(), name)) for name in ("T_score", "T_fp", "T_fn")}
         run_dir = tmp_path / "run"
+        capsys.readouterr()
         assert call_main(workspace, "train", "-d", DATASET, "--denoiser", "llmhd", *llm, *FLAGS, *means,
                          "--early-stop", "0", "--run-dir", str(run_dir)) == 0
+        shown = " ".join(capsys.readouterr().out.split())
     finally:
         server.close()
     spent: dict[str, int] = {}
@@ -372,6 +375,16 @@ def test_the_estimate_is_within_25_percent_of_what_the_run_spends(workspace: Pat
     total_estimate, total_spent = sum(estimate.values()), sum(spent.values())
     assert abs(total_estimate - total_spent) <= 0.25 * total_spent, (estimate, spent)
     assert abs(estimate["T_score"] - spent["T_score"]) <= 0.25 * spent["T_score"], (estimate, spent)
+    # The progress display: each epoch's LLM tokens, the spend so far and the run's estimate; the last
+    # epoch's "so far" is what the ledger shows.
+    assert f"so far {total_spent:,} tok $" in shown and "run est." in shown, shown[-2000:]
+    # llmhd plot adds the LLM panels (tokens and new pairs per epoch): a third row of plots.
+    import matplotlib.image
+
+    from llmhd_cli.plots import plot_runs
+
+    with_llm = matplotlib.image.imread(plot_runs([run_dir], tmp_path / "llm.png"))
+    assert with_llm.shape[0] == round(3 * 3.75 * 120)
 
 
 def _tokens(cells: list[str]) -> int:
