@@ -7,7 +7,8 @@ completions, messages) with the same answers, so a test can compare the batch pa
 normal one and exercise the fallback and the re-ask. ``in_progress_polls`` keeps each batch
 "in_progress" for that many retrieves; ``fail(prompt)`` returns a result kind for requests that
 must not succeed ("errored", "expired"; OpenAI: also "http_400"); ``submissions`` and
-``submitted_requests`` count what was submitted (server-side proof that nothing was sent twice).
+``submitted_requests`` count what was submitted (server-side proof that nothing was sent twice);
+``cached_tokens`` is what each answer reports as read from the provider's prompt cache.
 
 Protocols, as the official SDKs speak them:
 
@@ -60,8 +61,9 @@ class _BatchServer:
     """What both servers share: the answer function, failure switch and counters."""
 
     def __init__(self, answer: Answer | None = None, in_progress_polls: int = 0, fail: Fail | None = None,
-                 models: tuple[str, ...] | None = None) -> None:
+                 models: tuple[str, ...] | None = None, cached_tokens: int = 0) -> None:
         self.answer = answer or profile_answer
+        self.cached_tokens = cached_tokens  # prompt tokens each answer reports as read from the prompt cache
         self.in_progress_polls = in_progress_polls
         self.fail = fail
         self.models = models  # None: any model
@@ -116,7 +118,8 @@ class OpenAIBatchServer(_BatchServer):
             "created": int(time.time()), "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+                      "total_tokens": prompt_tokens + completion_tokens,
+                      "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, prompt_tokens)}},
         }
 
     def _handle(self, rec: Recorded) -> Reply:
@@ -253,7 +256,8 @@ class AnthropicBatchServer(_BatchServer):
         return 200, {"id": "msg_" + hashlib.sha256(prompt.encode()).hexdigest()[:12], "type": "message",
                      "role": "assistant", "model": params.get("model"), "content": [{"type": "text", "text": text}],
                      "stop_reason": "end_turn", "stop_sequence": None,
-                     "usage": {"input_tokens": tokens_of(str(system) + prompt), "output_tokens": tokens_of(text)}}
+                     "usage": {"input_tokens": tokens_of(str(system) + prompt), "output_tokens": tokens_of(text),
+                               "cache_read_input_tokens": self.cached_tokens}}
 
     def _handle(self, rec: Recorded) -> Reply:
         path = rec.path.split("?", 1)[0]

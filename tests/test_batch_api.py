@@ -548,3 +548,17 @@ def test_a_rate_limited_submit_is_retried_and_paid_once(kind, tmp_path):
         result = summarize(workspace, settings_for(kind, server), SummarizeOptions("tiny", batch=True))
         assert len(refused) == 1 and server.submissions == 1 and server.normal_calls == 0
     assert result.profiles == 4
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_prompt_cache_reads_in_a_batch_are_priced_as_cached_at_the_batch_price(kind, tmp_path):
+    server_cls, model, _ = KINDS[kind]
+    workspace = make_workspace(tmp_path)
+    with server_cls(cached_tokens=20) as server:
+        summarize(workspace, settings_for(kind, server), SummarizeOptions("tiny", batch=True))
+    row = ledger_of(workspace)["books/summarize"]
+    price = PRICES.get(kind, model)
+    cached = 4 * 20
+    expected = price.cost(row.input_tokens, row.output_tokens, cached_input_tokens=cached) * 0.5
+    assert row.cost == pytest.approx(expected) and expected < batch_price(kind, model, row.input_tokens,
+                                                                           row.output_tokens)

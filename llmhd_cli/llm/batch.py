@@ -473,12 +473,15 @@ class _Runner:
                 error = outcome.error if outcome is not None and outcome.error else whole
                 self.errors[key] = client._scrub(error)
                 continue
-            price = client.prices.cost(name, model, response.input_tokens, response.output_tokens, batch=True)
+            cached_in, written = int(response.cached_input_tokens or 0), int(response.cache_write_tokens or 0)
+            price = client.prices.cost(name, model, response.input_tokens, response.output_tokens, batch=True,
+                                       cached_input_tokens=cached_in, cache_write_tokens=written)
             answer = StoredAnswer(
                 text=response.text or "", value=response.value, input_tokens=int(response.input_tokens),
                 output_tokens=int(response.output_tokens), usage_reported=bool(response.usage_reported),
                 cost=price, elapsed=time.time() - (record.submitted or record.created),
-                model=response.model or model, logprobs=response.logprobs, tokens=response.tokens)
+                model=response.model or model, logprobs=response.logprobs, tokens=response.tokens,
+                cached_input_tokens=cached_in, cache_write_tokens=written)
             if self.provider.cacheable:
                 client.store.put(key, answer)
             self.answers[key] = (answer, price)
