@@ -131,7 +131,8 @@ class AnthropicProvider(Provider):
         """One Message Batch; each request's params are exactly what `complete` sends."""
         from llmhd_cli.llm.batch import SubmitUncertain
 
-        batch_requests = [{"custom_id": cid, "params": self._kwargs(request)} for cid, request in requests.items()]
+        batch_requests: list[Any] = [{"custom_id": cid, "params": self._kwargs(request)}
+                                     for cid, request in requests.items()]
         try:
             batch = self._client.messages.batches.create(requests=batch_requests)
         except self._sdk.APITimeoutError:

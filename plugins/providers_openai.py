@@ -138,7 +138,7 @@ class OpenAIProvider(Provider):
         upload = self._batch_call(self._client.files.create, file=(f"llmhd-{job}.jsonl", data, "application/jsonl"),
                                   purpose="batch")
         try:
-            batch = self._client.batches.create(input_file_id=upload.id, endpoint=self.BATCH_ENDPOINT,
+            batch = self._client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                                 completion_window="24h", metadata={"llmhd_job": job})
         except self._sdk.APITimeoutError:
             raise SubmitUncertain(f"{self.name}: creating the batch timed out") from None
@@ -179,7 +179,7 @@ class OpenAIProvider(Provider):
                 except ValueError:
                     row = None
                 cid = row.get("custom_id") if isinstance(row, dict) else None
-                if cid not in requests:
+                if not isinstance(row, dict) or cid not in requests:
                     continue
                 out[cid] = self._batch_outcome(requests[cid], row)
         return out
@@ -187,7 +187,7 @@ class OpenAIProvider(Provider):
     def _batch_outcome(self, request: LLMRequest, row: dict) -> BatchOutcome:
         from llmhd_cli.llm.batch import BatchOutcome
 
-        response = row.get("response") if isinstance(row.get("response"), dict) else {}
+        response = row["response"] if isinstance(row.get("response"), dict) else {}
         error = row.get("error")
         status = response.get("status_code")
         body = response.get("body")
