@@ -46,6 +46,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def build_profile(candidates: list[str], ranking: np.ndarray, first: list[int] = (), max_words: int = MAX_WORDS) -> str:
+def build_profile(candidates: list[str], ranking: np.ndarray, first: Sequence[int] = (), max_words: int = MAX_WORDS) -> str:
     """Join candidates (``first`` ones, then by ``ranking`` descending) until ``max_words``."""
     order = list(first) + [i for i in np.argsort(-ranking, kind="stable") if i not in set(first)]
     lines: list[str] = []
@@ -247,7 +248,7 @@ class EmbedProvider(Provider):
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(model, base_url, api_key, options)
         self.embed = _shared_embedder()
-        self._references: dict[str, np.ndarray] = {}
+        self._references: dict[str, np.ndarray | None] = {}
         self._reference_rows: dict[str, dict[str, list[int]]] = {}
         self._ref_lock = threading.Lock()
         self._evidence: OrderedDict[tuple[str, str | None], Evidence] = OrderedDict()
@@ -372,7 +373,7 @@ class EmbedProvider(Provider):
         reference = self.reference(dataset_dir)
         rows = {_head(line): n for n, line in enumerate(lines)}  # a long text matches verbatim or cut
         ref_lines: list[tuple[int, int]] = []
-        if reference is not None:
+        if reference is not None and dataset_dir:
             index = self._reference_index(dataset_dir)
             ref_lines = [(k, n) for head, n in rows.items() for k in index.get(head, ())]
         evidence = Evidence(lines, rows, emb, emb.sum(axis=0), ref_lines, reference, None)
@@ -450,7 +451,7 @@ def reference_texts(dataset_dir: Path, n: int = REFERENCE_ITEMS, seed: int = REF
             texts[str(row["item_id"])] = _clean(row.get("text", ""))
     ids = sorted(i for i, t in texts.items() if t)
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(ids), size=min(n, len(ids)), replace=False) if ids else []
+    chosen: list[int] = rng.choice(len(ids), size=min(n, len(ids)), replace=False).tolist() if ids else []
     return [texts[ids[i]] for i in sorted(chosen)]
 
 

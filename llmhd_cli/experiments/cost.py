@@ -123,7 +123,7 @@ def grid_cost(workspace: Path, plan: Plan, epochs: int | None = None, threads: i
     groups: dict[str, list[PlannedRun]] = {}
     for run in chosen:
         groups.setdefault(setting_key(run), []).append(run)
-    labels = {}
+    labels: dict[str, str] = {}
     for cell in plan.cells:
         for folder in cell.folders:
             labels.setdefault(folder, f"{cell.method}" + (f" ({point_label(cell.axes)})" if cell.axes else ""))

@@ -84,11 +84,11 @@ def malformed_body(name: str, what: str, body: Any = None) -> ProviderError:
 
 def usage_counts(usage: Any, input_field: str, output_field: str) -> tuple[int, int] | None:
     """(input, output) tokens from a usage object, or None when it is missing or not numbers."""
+    raw_in, raw_out = getattr(usage, input_field, None), getattr(usage, output_field, None) or 0
+    if raw_in is None or isinstance(raw_in, bool) or isinstance(raw_out, bool):
+        return None
     try:
-        tokens_in, tokens_out = getattr(usage, input_field, None), getattr(usage, output_field, None) or 0
-        if isinstance(tokens_in, bool) or isinstance(tokens_out, bool):
-            return None
-        tokens_in, tokens_out = int(tokens_in), int(tokens_out)
+        tokens_in, tokens_out = int(raw_in), int(raw_out)
     except (TypeError, ValueError):
         return None
     return (tokens_in, tokens_out) if tokens_in >= 0 and tokens_out >= 0 else None

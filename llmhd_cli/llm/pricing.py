@@ -79,15 +79,16 @@ class PriceTable:
             if not isinstance(models, dict):
                 raise LLMHDError(f"{source}: [{provider}] must be a table of models")
             for model, entry in models.items():
-                values = [entry.get(k) if isinstance(entry, dict) else None for k in ("input", "output")]
+                raw = [entry.get(k) if isinstance(entry, dict) else None for k in ("input", "output")]
                 # TOML reads nan and inf as floats, and a bool would pass float(): none is a price.
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                values = [float(v) for v in raw if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                if len(values) != 2:
                     raise LLMHDError(f"{source}: {provider}.{model} needs numeric 'input' and 'output' "
                                      "($ per million tokens)")
                 if not all(math.isfinite(v) and v >= 0 for v in values):
                     raise LLMHDError(f"{source}: {provider}.{model}: prices must be finite and not negative, "
-                                     f"got input {values[0]}, output {values[1]}")
-                cache_prices = []
+                                     f"got input {raw[0]}, output {raw[1]}")
+                cache_prices: list[float | None] = []
                 for key in ("cached_input", "cache_write"):
                     value = entry.get(key)
                     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -95,7 +96,7 @@ class PriceTable:
                         raise LLMHDError(f"{source}: {provider}.{model}: '{key}' must be a finite, not negative "
                                          f"number ($ per million tokens), got {value!r}")
                     cache_prices.append(None if value is None else float(value))
-                self.prices.setdefault(provider, {})[model] = Price(float(values[0]), float(values[1]), *cache_prices)
+                self.prices.setdefault(provider, {})[model] = Price(values[0], values[1], *cache_prices)
 
     def get(self, provider: str, model: str) -> Price | None:
         models = self.prices.get(provider, {})

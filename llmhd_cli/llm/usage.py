@@ -76,7 +76,10 @@ class Usage:
         """The counters in a JSON-like mapping; missing or non-numeric ones are 0, others ignored."""
         if not isinstance(data, Mapping):
             return Usage()
-        return Usage(**{name: _number(data.get(name, 0), float if name == "cost" else int) for name in COUNTERS})
+        counts = {name: _number(data.get(name, 0), float if name == "cost" else int) for name in COUNTERS}
+        return Usage(int(counts["calls"]), int(counts["cache_hits"]), int(counts["failures"]),
+                     int(counts["input_tokens"]), int(counts["output_tokens"]), float(counts["cost"]),
+                     int(counts["estimated_calls"]))
 
     def usage(self) -> Usage:
         """Just the counters (a copy), whatever subclass ``self`` is."""

@@ -15,7 +15,7 @@ Installed, it is found through the ``llmhd`` entry-point group in this package's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -32,7 +32,8 @@ __all__ = ["ClipDenoiser", "CompatChatProvider", "MF", "mf_embeddings", "registe
 def mf_embeddings(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """BPR's final user and item tables: it scores a pair by their dot product, but its
     ``forward(user, item)`` needs the pair, so llmhd cannot take the tables from ``forward()``."""
-    return model.user_embedding.weight, model.item_embedding.weight
+    users, items = cast(torch.nn.Embedding, model.user_embedding), cast(torch.nn.Embedding, model.item_embedding)
+    return users.weight, items.weight
 
 
 # RecBole's BPR computes its pairwise loss with `self.loss = BPRLoss()` and calls
