@@ -20,13 +20,14 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from llmhd_cli import recbole_compat
 from llmhd_cli.errors import LLMHDError
 
 if TYPE_CHECKING:  # torch is imported where a model is used: plugins import this module at start-up
     import torch
+    from recbole.model.abstract_recommender import GeneralRecommender
 
 TrainLoss = Callable[["torch.nn.Module", Any, "torch.nn.Module", int, Any], "torch.Tensor"]
 
@@ -116,11 +117,11 @@ class Backbone:
         model.load_state_dict(state)
         recbole_compat.drop_cached_embeddings(model)
 
-    def load_class(self) -> type:
+    def load_class(self) -> type[GeneralRecommender]:
         module, _, cls = self.model_class.rpartition(".")
         return getattr(importlib.import_module(module), cls)
 
-    def batch_loss(self, model: torch.nn.Module, interaction: Any, seam: torch.nn.Module, epoch: int,
+    def batch_loss(self, model: GeneralRecommender, interaction: Any, seam: torch.nn.Module, epoch: int,
                    config: Any) -> torch.Tensor:
         """The training loss of one mini-batch, with the seam in place of the pairwise loss.
 
@@ -131,4 +132,4 @@ class Backbone:
         assert self.loss_attr is not None  # contract_problems: one of the two is set
         with recbole_compat.swapped_submodule(model, self.loss_attr, seam):
             losses = model.calculate_loss(interaction)
-        return sum(losses) if isinstance(losses, tuple) else losses
+        return cast("torch.Tensor", sum(losses)) if isinstance(losses, tuple) else losses

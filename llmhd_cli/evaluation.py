@@ -40,13 +40,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from llmhd_cli.errors import LLMHDError
+
+if TYPE_CHECKING:
+    from recbole.model.abstract_recommender import GeneralRecommender
 
 DEFAULT_KS = (5, 10)
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -80,7 +83,8 @@ class UserMetrics:
         """As ``.npz`` (plain arrays, readable with ``allow_pickle=False``), written atomically."""
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, users=self.users, split=np.array(self.split), **self.values)
+            arrays: dict[str, Any] = {"users": self.users, "split": np.array(self.split), **self.values}
+            np.savez(f, **arrays)
         tmp.replace(path)
 
     @classmethod
@@ -107,18 +111,18 @@ def split_fingerprint(truth: sp.csr_matrix) -> str:
 
 
 @overload
-def full_rank_metrics(model: torch.nn.Module, truth: sp.csr_matrix, masks: Sequence[sp.csr_matrix],
+def full_rank_metrics(model: GeneralRecommender, truth: sp.csr_matrix, masks: Sequence[sp.csr_matrix],
                       ks: Sequence[int] = ..., batch_users: int = ..., per_user: Literal[False] = ...) -> dict[str, float]: ...
 
 
 @overload
-def full_rank_metrics(model: torch.nn.Module, truth: sp.csr_matrix, masks: Sequence[sp.csr_matrix],
+def full_rank_metrics(model: GeneralRecommender, truth: sp.csr_matrix, masks: Sequence[sp.csr_matrix],
                       ks: Sequence[int] = ..., batch_users: int = ..., *, per_user: Literal[True]) -> UserMetrics: ...
 
 
 @torch.no_grad()
 def full_rank_metrics(
-    model: torch.nn.Module,
+    model: GeneralRecommender,
     truth: sp.csr_matrix,
     masks: Sequence[sp.csr_matrix],
     ks: Sequence[int] = DEFAULT_KS,
@@ -442,15 +446,17 @@ def pick_baselines(groups: Sequence[_Group], spec: BaselineSpec) -> list[_Group]
 def _user_means(group: _Group) -> UserMetrics:
     """Each user's metrics averaged over the group's runs (all on one test split)."""
     first = group.members[0]
+    per_user: list[UserMetrics] = []
     for m in group.members:
         if m.per_user is None:
             raise LLMHDError(f"{m.path}: no per-user test metrics (trained before they were stored); "
                              "the paired test needs them: run evaluate with --recompute")
-        if m.per_user.split != first.per_user.split:
+        if per_user and m.per_user.split != per_user[0].split:
             raise LLMHDError(f"paired test: {first.path.name} and {m.path.name} (one setting) were evaluated on "
                              f"different test splits of '{group.get('dataset')}'; was the dataset prepared again?")
-    values = {k: np.mean([m.per_user.values[k] for m in group.members], axis=0) for k in first.per_user.values}
-    return UserMetrics(first.per_user.users, values, first.per_user.split)
+        per_user.append(m.per_user)
+    values = {k: np.mean([u.values[k] for u in per_user], axis=0) for k in per_user[0].values}
+    return UserMetrics(per_user[0].users, values, per_user[0].split)
 
 
 def group_rows(evaluations: Sequence[RunEvaluation], baseline: str | BaselineSpec | None = None,

@@ -177,8 +177,9 @@ def backbone_settings(backbone: Backbone) -> list[str]:
     model_yaml = Path(recbole.__file__).parent / "properties" / "model" / f"{cls.__name__}.yaml"
     if model_yaml.is_file():
         keys.update(yaml.safe_load(model_yaml.read_text(encoding="utf-8")) or {})
+    module = inspect.getmodule(cls)
     try:
-        keys.update(_CONFIG_KEY.findall(inspect.getsource(inspect.getmodule(cls))))
+        keys.update(_CONFIG_KEY.findall(inspect.getsource(module)) if module is not None else ())
     except (OSError, TypeError):  # no source (a compiled plugin): the yaml and defaults only
         pass
     return sorted(keys - _LLMHD_OWNED - set(_TRAINER_SETTINGS))

@@ -204,8 +204,9 @@ def denoiser_options(spec: DenoiserSpec, given: dict[str, Any]) -> dict[str, Any
                 options[name] = kind(value)
             except (TypeError, ValueError):
                 raise LLMHDError(f"{known[name].flag}: expected {kind.__name__}, got '{value}'") from None
-        if known[name].choices and options[name] not in known[name].choices:
-            raise LLMHDError(f"{known[name].flag}: expected one of {', '.join(known[name].choices)}, got '{value}'")
+        choices = known[name].choices
+        if choices and options[name] not in choices:
+            raise LLMHDError(f"{known[name].flag}: expected one of {', '.join(choices)}, got '{value}'")
     return options
 
 

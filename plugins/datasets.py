@@ -220,13 +220,13 @@ def _rlmrec_globals(module: str, name: str) -> Any:
             from numpy._core import numeric
         except ImportError:
             from numpy.core import numeric  # type: ignore[no-redef]
-        return numeric._frombuffer
+        return numeric._frombuffer  # type: ignore[attr-defined]  # private, not in the stubs
     if module == "builtins" and name in _BUILTINS:
         import builtins
 
         return getattr(builtins, name)
     if module == "copyreg" and name == "_reconstructor":
-        return copyreg._reconstructor  # protocol 0/1 objects; the classes it gets pass this policy too
+        return copyreg._reconstructor  # type: ignore[attr-defined]  # protocol 0/1 objects; the classes it gets pass this policy too
     if module == "_codecs" and name == "encode":
         return _latin1_encode
     if module == "collections" and name == "OrderedDict":

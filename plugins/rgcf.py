@@ -43,9 +43,8 @@ from llmhd_cli.errors import LLMHDError
 from llmhd_cli.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    import torch
-
     from llmhd_cli.plugins import Register
+    from llmhd_plugins.rgcf_model import RGCF
 
 __all__ = ["DEFAULTS", "PruneNoise", "RGCFSettings", "RGCF_BACKBONE", "epoch_diagnostics", "noise_auc",
            "pruned_edge_noise", "register_backbones"]
@@ -78,7 +77,7 @@ class RGCFSettings:
     @classmethod
     def from_config(cls, config: Any) -> RGCFSettings:
         """Validated settings; a bad value is a one-line `LLMHDError` naming the key."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             value = config[f.name]
             if value is None:
@@ -152,7 +151,7 @@ def noise_auc(reliability: np.ndarray, edge_is_noise: np.ndarray) -> float | Non
     return float((ranks[edge_is_noise].sum() - n_noise * (n_noise + 1) / 2) / (n_noise * n_clean))
 
 
-def epoch_diagnostics(model: torch.nn.Module, data: Any) -> dict[str, Any]:
+def epoch_diagnostics(model: RGCF, data: Any) -> dict[str, Any]:
     """What the model's current graph prunes, for the run log (JSON-ready).
 
     ``data`` is the run's RecBoleData. Keys: ``pruned_edges`` / ``edges`` / ``pruned_share``,

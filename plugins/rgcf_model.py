@@ -240,8 +240,8 @@ class RGCF(GeneralRecommender):
         self.reg_loss = EmbLoss()
 
         # storage variables for full sort evaluation acceleration (cleared in calculate_loss)
-        self.restore_user_e = None
-        self.restore_item_e = None
+        self.restore_user_e: torch.Tensor | None = None
+        self.restore_item_e: torch.Tensor | None = None
         self._logits_buffer: torch.Tensor | None = None  # InfoNCE logits, reused across steps
         self.apply(xavier_uniform_initialization)
         self.other_parameter_name = ["restore_user_e", "restore_item_e"]
@@ -368,5 +368,6 @@ class RGCF(GeneralRecommender):
     def full_sort_predict(self, interaction: Any) -> torch.Tensor:
         if self.restore_user_e is None or self.restore_item_e is None:
             self.restore_user_e, self.restore_item_e = self.forward()
-        scores = self.restore_user_e[interaction[self.USER_ID]] @ self.restore_item_e.t()
+        user_e, item_e = self.restore_user_e, self.restore_item_e
+        scores = user_e[interaction[self.USER_ID]] @ item_e.t()
         return scores.view(-1)
