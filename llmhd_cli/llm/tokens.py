@@ -119,7 +119,7 @@ class TiktokenCounter(TokenCounter):
         return cls(enc) if enc is not None else APPROXIMATE
 
 
-_counters: dict[tuple[str, str], TokenCounter] = {}
+_counters: dict[tuple[Any, str], TokenCounter] = {}
 _counters_lock = threading.Lock()
 
 
@@ -135,12 +135,12 @@ def provider_class(provider: Any) -> Any | None:
 
 
 def counter_for(provider: Any = "", model: str = "") -> TokenCounter:
-    """The token counter of ``provider`` (name, class or instance) for ``model``, once per process."""
-    name = provider if isinstance(provider, str) else str(getattr(provider, "name", ""))
-    key = (name, model)
+    """The token counter of ``provider`` (name, class or instance) for ``model``, made once per
+    provider class and model (a tokenizer loads once per process)."""
+    cls = provider_class(provider)
+    key = (cls, model)
     counter = _counters.get(key)
     if counter is None:
-        cls = provider_class(provider)
         made = cls.token_counter(model) if cls is not None and hasattr(cls, "token_counter") else APPROXIMATE
         with _counters_lock:
             counter = _counters.setdefault(key, made)
