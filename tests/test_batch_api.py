@@ -562,3 +562,25 @@ def test_prompt_cache_reads_in_a_batch_are_priced_as_cached_at_the_batch_price(k
     expected = price.cost(row.input_tokens, row.output_tokens, cached_input_tokens=cached) * 0.5
     assert row.cost == pytest.approx(expected) and expected < batch_price(kind, model, row.input_tokens,
                                                                            row.output_tokens)
+
+
+def test_a_job_killed_after_storing_its_answers_is_counted_on_the_next_run(tmp_path, monkeypatch):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer() as server:
+        settings = settings_for("openai", server)
+        from llmhd_cli.llm.client import LLMClient
+
+        def killed(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        recorded = LLMClient._record
+        monkeypatch.setattr(LLMClient, "_record", killed)
+        with pytest.raises(KeyboardInterrupt):  # killed after the answers were stored, before the ledger
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        monkeypatch.setattr(LLMClient, "_record", recorded)
+        result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.normal_calls) == (1, 0)
+    assert result.profiles == 4 and result.batch.resumed == 1
+    assert ledger_of(workspace)["books/summarize"].calls == 4
+    [record] = (workspace / "llm-cache" / BATCH_DIR).glob("*.json")
+    assert json.loads(record.read_text())["state"] == "collected"

@@ -532,9 +532,9 @@ class _Runner:
         attempted: set[str] = set()
         over_budget: set[str] = set()
         resumed = self._check_pending(set(todo), all_keys)
-        for _ in range(MAX_ROUNDS):
-            if not todo:
-                break
+        for round_ in range(MAX_ROUNDS):
+            if not todo and round_:  # round 0 always looks for open jobs: one killed after storing its
+                break                # answers but before the ledger is picked up, and counted, then
             mine = [k for k in todo if self._claim(k)]
             others = [k for k in todo if k not in self.held]
             mine_set = set(mine)
