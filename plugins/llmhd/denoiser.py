@@ -34,7 +34,7 @@ from llmhd_cli.errors import LLMHDError
 from llmhd_plugins.llmhd.judge import SCORING, JudgeStats, LLMJudge, check_judge_accuracy
 from llmhd_plugins.llmhd.negative_pool import NegativePool, mean_by_sample
 
-# The option declarations and the registration live in options.py (torch-free, for llmhd --help).
+# The option declarations live in options.py, the registration in __init__.py (torch-free, for llmhd --help).
 from llmhd_plugins.llmhd.options import OPTIONS as OPTIONS
 from llmhd_plugins.llmhd.options import VARIANTS
 from llmhd_plugins.llmhd.score_history import ScoreHistory
@@ -433,7 +433,7 @@ def _build(options: dict[str, Any], context: TrainContext, dry: bool,
 
 
 def build_denoiser(options: dict[str, Any], context: TrainContext) -> Denoiser:
-    """The ``llmhd`` denoiser of a training run (the spec's factory, `options.SPEC`, calls it)."""
+    """The ``llmhd`` denoiser of a training run (the factory of the package's `SPEC` calls it)."""
     return _build(options, context, dry=False)
 
 

@@ -1,20 +1,14 @@
-"""The ``llmhd`` denoiser's registration: its options (``llmhd train`` flags) and a factory.
+"""The ``llmhd`` denoiser's option declarations (``llmhd train`` flags), its variants and rules.
 
 Torch-free on purpose: ``llmhd --help`` and ``llmhd train --help`` load every plugin module to
-list its commands and build the denoisers' flags, and only a training run needs the
-implementation (`llmhd_plugins.llmhd.denoiser`, torch), which the factory imports when called.
+list its commands and build the denoisers' flags; the package (`llmhd_plugins.llmhd`) registers
+these options with a factory that imports the implementation (`llmhd_plugins.llmhd.denoiser`,
+torch) only when a run calls it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from llmhd_cli.denoising import DenoiserSpec, Option
-from llmhd_cli.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from llmhd_cli.denoising import Denoiser, TrainContext
-    from llmhd_cli.plugins import Register
+from llmhd_cli.denoising import Option
 
 # Table 2's ablation rows: which modules run.
 VARIANTS = {
@@ -64,23 +58,3 @@ OPTIONS = [
     Option("judge_accuracy", float, 1.0, "llmhd: simulated judge error: with probability 1 - p a score is replaced "
            "by a uniform random one in 1..10 (seeded; sweeps how accurate the LLM must be, e.g. with the oracle)"),
 ]
-
-
-def build(options: dict[str, Any], context: TrainContext) -> Denoiser:
-    """Build the denoiser for one run (imports the torch implementation now)."""
-    from llmhd_plugins.llmhd.denoiser import build_denoiser
-
-    return build_denoiser(options, context)
-
-
-SPEC = DenoiserSpec(
-    "llmhd",
-    "LLMHD (the paper): loss-based candidates, variance pruning, LLM hard-sample scoring, preference updates",
-    build,
-    OPTIONS,
-)
-
-
-@hookimpl
-def register_denoisers(register: Register) -> None:
-    register(SPEC)
