@@ -79,7 +79,7 @@ def test_help_lists_plugin_commands_without_building_registries() -> None:
 @pytest.mark.parametrize("argv", [("--help",), ("train", "--help")])
 def test_help_imports_no_torch_or_recbole(argv: tuple[str, ...]) -> None:
     """Every plugin module is loaded (commands listed, denoisers' flags built) and none imports
-    torch: the registrations (rgcf, dcf_denoiser, llmhd.options) import their torch code when used."""
+    torch: the registrations (rgcf, dcf_denoiser, the llmhd package) import their torch code when used."""
     code, heavy, out = drive(*argv)
     assert code == 0, out
     assert heavy == ["llmhd_plugins"], heavy
