@@ -92,6 +92,13 @@ class Provider:
     default), ``key_env`` (environment variable holding the API key, or None), and implement
     `complete`. ``generative`` is False for providers that are not language models.
 
+    Everything the core needs to know about a provider is asked of its class, so that no core
+    module names one (docs/plugins.md, "Writing a provider"): how its models count tokens
+    (`token_counter`), their context windows (``context_windows``), whether any model is
+    accepted with a base URL (``any_model_with_base_url``, `check_model`), whether a key is
+    needed (`key_required`), and whether it is the default (``is_default``). HTTP helpers that
+    several providers share are in `llmhd_cli.llm.http`; a provider never imports another's module.
+
     Optional bulk capability, for local providers that compute answers for free (embed,
     oracle): list the tasks in ``bulk_tasks`` and implement `bulk`. A caller that asks many
     requests of such a task (the llmhd judge's scores) then passes their ``variables`` in one
