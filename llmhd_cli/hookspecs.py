@@ -67,7 +67,11 @@ def register_providers(register: Callable[[type[Provider]], None]) -> None:
     """Register LLM providers.
 
     Call ``register(provider_class)`` with a subclass of `llmhd_cli.llm.base.Provider` (its
-    ``name`` attribute is the provider name used by ``--provider``).
+    ``name`` attribute is the provider name used by ``--provider``). The class is the whole
+    contract: `complete` makes one call; `token_counter`, ``context_windows``,
+    ``any_model_with_base_url``, `check_model`, `key_required` and ``is_default`` tell the core
+    what it would otherwise have to know about the provider (docs/plugins.md, "Writing a
+    provider"). Shared HTTP helpers: `llmhd_cli.llm.http`.
     """
 
 
