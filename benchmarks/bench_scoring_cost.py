@@ -11,10 +11,11 @@ each PU rewrite request, and then replays that record through a dry `LLMJudge` a
 denoiser's own `_judge_batch` once per setting (``--settings``), counting the prompts exactly as
 ``llmhd cost`` does (`rows_for_requests`; listwise rows by `combined_score_row`).
 
-A setting is ``scoring/negatives[/neg_pool[/list_size]]``, e.g. ``pairwise/fresh`` (the
-paper's way, one prompt per pair, the sample's own negative) or ``listwise/pool/1/8``. One more
-setting, ``pairwise/fresh/old``, counts as the dry run did before profile versions were
-simulated (a rewrite made no new T_score prompts).
+A setting is ``scoring/negatives[/option...]``, e.g. ``pairwise/fresh`` (the paper's way, one
+prompt per pair, the sample's own negative) or ``listwise/pool/p1/l8/f2/m2``, the options being
+``p`` --neg-pool, ``l`` --list-size, ``f`` --score-from, ``m`` --pu-min-items. ``old`` counts as
+the dry run did before profile versions were simulated (a rewrite made no new T_score prompts):
+``pairwise/fresh/old`` is what ``llmhd cost`` counted before the scoring-cost work.
 
 Run: ``.venv/bin/python benchmarks/bench_scoring_cost.py --epochs 100 --workspace DIR
 [--trace FILE] [--threads 1] [--out FILE.json] [--settings ...]``. ``--trace`` keeps the
@@ -40,8 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_cost_dry_run import NAME, SOURCE, dataset_in  # noqa: E402  (a sibling script)
 
-DEFAULT_SETTINGS = ("pairwise/fresh/old", "pairwise/fresh", "listwise/fresh", "pairwise/pool/1",
-                    "listwise/pool/1", "listwise/pool/2")
+DEFAULT_SETTINGS = ("pairwise/fresh/old", "pairwise/fresh", "listwise/fresh", "listwise/pool/p1",
+                    "listwise/pool/p1/f2", "listwise/pool/p1/f2/m2", "listwise/pool/p1/f3/m3")
+OPTION_LETTERS = {"p": "neg_pool", "l": "list_size", "f": "score_from", "m": "pu_min_items"}
 
 
 def record(workspace: Path, dataset: Any, epochs: int, threads: int | None, device: str) -> dict[str, Any]:
@@ -110,12 +112,10 @@ def replay(workspace: Path, dataset: Any, trace: dict[str, Any], setting: str) -
 
     parts = setting.split("/")
     scoring, negatives = parts[0], parts[1]
-    old = len(parts) > 2 and parts[2] == "old"
-    neg_pool = int(parts[2]) if len(parts) > 2 and not old else 1
-    list_size = int(parts[3]) if len(parts) > 3 else 8
+    old = "old" in parts[2:]
+    chosen = {OPTION_LETTERS[part[0]]: int(part[1:]) for part in parts[2:] if part != "old"}
     spec = plugins.registry("denoiser").get("llmhd", "--denoiser")
-    options = denoiser_options(spec, {**trace["options"], "scoring": scoring, "negatives": negatives,
-                                      "neg_pool": neg_pool, "list_size": list_size})
+    options = denoiser_options(spec, {**trace["options"], "scoring": scoring, "negatives": negatives, **chosen})
     backbone = plugins.registry("backbone").get("lightgcn", "--backbone")
     data = _data(dataset, backbone, trace["seed"])
     context = TrainContext("bpr", data.n_users, data.n_items, len(data.train_users), 1, torch.device("cpu"),
@@ -126,17 +126,20 @@ def replay(workspace: Path, dataset: Any, trace: dict[str, Any], setting: str) -
         judge.update_profiles = lambda task, user_items, epoch: _old_update(judge, task, user_items)
     denoiser = LLMHDDenoiser(options, context, judge)
     denoiser.start_epoch(0)  # its counters (unused here)
+    keys = data.train_users.astype(np.int64) * data.n_items + data.train_items
+    order = np.argsort(keys)
     per_epoch: dict[int, int] = {}
     for event in trace["events"]:
         if event[0] == "update":
-            judge.update_profiles(event[1], event[2], event[3])
+            denoiser._rewrite(event[1], event[2], event[3])  # --pu-min-items collects, then the judge
             continue
         _, step, objective, users, items, negs, labels, epoch = event
         before = judge.stats.score_requests
         n = len(users)
         t = torch.as_tensor
+        rows = order[np.searchsorted(keys[order], users.astype(np.int64) * data.n_items + items)]
         batch = SampleBatch(objective, torch.zeros(n), torch.zeros(n), t(labels), t(users), t(items),
-                            None if negs is None else t(negs), torch.full((n,), -1), step, epoch)
+                            None if negs is None else t(negs), t(rows), step, epoch)
         denoiser._judge_batch(batch, torch.arange(n))
         per_epoch[epoch] = per_epoch.get(epoch, 0) + judge.stats.score_requests - before
     requests: dict[str, list[Any]] = {}
@@ -148,7 +151,9 @@ def replay(workspace: Path, dataset: Any, trace: dict[str, Any], setting: str) -
     rows = [rows_for_requests(ctx, requests.get(task, []), tset.get(task), "train") for task in TASKS]
     if requests.get(LIST_TASK):
         rows[0] = combined_score_row(ctx, rows[0], requests[LIST_TASK], "train", "")
-    return {"setting": setting, "rows": [r.__dict__ for r in rows],
+    return {"setting": setting, "options": {k: options[k] for k in ("scoring", "negatives", "neg_pool", "list_size",
+                                                                    "score_from", "pu_min_items")},
+            "rows": [r.__dict__ for r in rows],
             "T_score": rows[0].input_tokens + rows[0].output_tokens,
             "T_fp+T_fn": sum(r.input_tokens + r.output_tokens for r in rows[1:]),
             "score_pairs": judge.stats.score_requests, "score_prompts": len(requests.get("score", []))

@@ -216,9 +216,15 @@ class AskedJudge:
         self.exhausted = False
         self.asked: list[tuple[np.ndarray, np.ndarray]] = []
 
+        self.rewrites: list[tuple[str, dict[int, list[int]]]] = []
+
     def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         self.asked.append((users.copy(), items.copy()))
         return (items % 10 + 1).astype(float)
+
+    def update_profiles(self, task: str, user_items: dict[int, list[int]], epoch: int) -> int:
+        self.rewrites.append((task, {u: list(i) for u, i in user_items.items()}))
+        return len(user_items)
 
 
 def pool_denoiser(judge: AskedJudge, objective: str = "bpr", **options: Any) -> LLMHDDenoiser:
@@ -391,3 +397,31 @@ def _tokens(cells: list[str]) -> int:
     numbers = [int(c.rstrip("~").replace(",", "")) for c in cells if re.fullmatch(r"[\d,]+~?", c)]
     _prompts, _cached, tokens_in, tokens_out = numbers[:4]
     return tokens_in + tokens_out
+
+
+def test_score_from_waits_for_a_positive_to_recur() -> None:
+    judge = AskedJudge()
+    denoiser = pool_denoiser(judge, score_from=2)
+    chosen_box: list[torch.Tensor] = []
+    denoiser.trace = lambda step, bn, bhc, bh, dropped: chosen_box.append((bhc, bh))
+    batch = bpr_batch(10)
+    denoiser.decide(batch)
+    first_chosen, first_hard = chosen_box[0]
+    assert judge.asked == [] and len(first_hard) == 0  # first appearance: unscored, dropped as LD
+    assert denoiser._counts["deferred"] == len(first_chosen) > 0
+    denoiser.decide(batch)  # the same samples again: now they are asked
+    (users, items), = judge.asked
+    second_chosen, _ = chosen_box[1]
+    np.testing.assert_array_equal(items[:len(second_chosen)], batch.items[second_chosen].numpy())
+
+
+def test_pu_min_items_collects_confident_items_over_epochs() -> None:
+    judge = AskedJudge()
+    denoiser = pool_denoiser(judge, pu_min_items=2)
+    assert denoiser._rewrite("update_fp", {1: [3], 2: [4, 5]}, 0) == 1
+    assert judge.rewrites == [("update_fp", {2: [4, 5]})]
+    assert denoiser._rewrite("update_fp", {1: [2]}, 1) == 1  # user 1's second item arrives
+    assert judge.rewrites[-1] == ("update_fp", {1: [3, 2]})
+    assert denoiser._rewrite("update_fn", {1: [30]}, 1) == 0  # kinds are collected apart
+    default = pool_denoiser(AskedJudge())
+    assert default._rewrite("update_fp", {1: [3]}, 0) == 1  # 1: every new confident item, the paper's

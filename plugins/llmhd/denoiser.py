@@ -126,6 +126,10 @@ class LLMHDDenoiser(Denoiser):
         # --negatives pool: the LLM judges a sample's negative side by the user's recurring pool.
         self.pool = (NegativePool(context.n_items, data.train_users, data.train_items, options["neg_pool"], context.seed)
                      if options["negatives"] == "pool" and data is not None and self.variant["lms"] else None)
+        # --score-from: how many batches each training positive has been a hard candidate in.
+        self._appearances = np.zeros(context.n_train, dtype=np.int32)
+        # --pu-min-items: confident items waiting for a user's next rewrite, by task.
+        self._pending: dict[str, dict[int, list[int]]] = {"update_fp": {}, "update_fn": {}}
         # PU state: flag counts of training positives (by row) and of sampled negatives (by pair key).
         self.fp_counts = np.zeros(context.n_train, dtype=np.int32)
         self.fp_done = np.zeros(context.n_train, dtype=bool)
@@ -220,9 +224,30 @@ class LLMHDDenoiser(Denoiser):
         return chosen
 
     def _judge_batch(self, batch: SampleBatch, chosen: torch.Tensor) -> torch.Tensor:
-        """LMS: which of the chosen samples are hard (a bool mask over ``chosen``)."""
+        """LMS: which of the chosen samples are hard (a bool mask over ``chosen``).
+
+        With ``score_from`` n > 1 a sample whose positive (a training pair) has been a hard
+        candidate in fewer than n batches so far is not sent to the LLM: unscored, it is not
+        hard (dropped, as LD drops it); BCE's negative samples are judged as before.
+        """
         if len(chosen) == 0:
             return torch.zeros(0, dtype=torch.bool, device=chosen.device)
+        if self.o["score_from"] > 1:
+            rows = batch.pair_index[chosen].cpu().numpy()
+            positive = rows >= 0
+            np.add.at(self._appearances, rows[positive], 1)
+            ready = ~positive
+            ready[positive] = self._appearances[rows[positive]] >= self.o["score_from"]
+            self._counts["deferred"] = self._counts.get("deferred", 0) + int((~ready).sum())
+            hard = torch.zeros(len(chosen), dtype=torch.bool, device=chosen.device)
+            if ready.any():
+                index = torch.as_tensor(np.flatnonzero(ready), device=chosen.device)
+                hard[index] = self._judge_scored(batch, chosen[index])
+            return hard
+        return self._judge_scored(batch, chosen)
+
+    def _judge_scored(self, batch: SampleBatch, chosen: torch.Tensor) -> torch.Tensor:
+        """The LLM's verdict on every chosen sample (a bool mask over ``chosen``)."""
         users = batch.users[chosen].cpu().numpy()
         items = batch.items[chosen].cpu().numpy()
         step, a = batch.step, self.o["alpha"]
@@ -338,11 +363,23 @@ class LLMHDDenoiser(Denoiser):
         fn_by_user: dict[int, list[int]] = {}
         for key in confident_fn:
             fn_by_user.setdefault(key // self.n_items, []).append(key % self.n_items)
-        updated_fp = self.judge.update_profiles("update_fp", fp_by_user, epoch) if fp_by_user else 0
-        updated_fn = self.judge.update_profiles("update_fn", fn_by_user, epoch) if fn_by_user else 0
+        updated_fp = self._rewrite("update_fp", fp_by_user, epoch)
+        updated_fn = self._rewrite("update_fn", fn_by_user, epoch)
         return {"fp_flagged": len(fp_rows), "fn_flagged": len(flagged) if self._epoch_negatives else 0,
                 "fp_confident": len(confident_fp), "fn_confident": len(confident_fn),
                 "profiles_updated_fp": updated_fp, "profiles_updated_fn": updated_fn}
+
+
+    def _rewrite(self, task: str, confident: dict[int, list[int]], epoch: int) -> int:
+        """Rewrite the profiles of users with at least ``pu_min_items`` confident items of ``task``
+        waiting (collected over epochs; 1: every user with a new one, the paper's)."""
+        pending = self._pending[task]
+        for user, items in confident.items():
+            pending.setdefault(user, []).extend(items)
+        due = {u: items for u, items in pending.items() if len(items) >= self.o["pu_min_items"]}
+        for user in due:
+            del pending[user]
+        return self.judge.update_profiles(task, due, epoch) if due else 0
 
 
 # ---------------------------------------------------------------------- construction
@@ -413,7 +450,7 @@ def check_options(o: dict[str, Any]) -> None:
         raise LLMHDError(f"--history: a variance needs at least 2 epochs, got {o['history']}")
     if o["scoring"] not in SCORING:
         raise LLMHDError(f"--scoring: must be one of {', '.join(SCORING)}, got {o['scoring']!r}")
-    for name in ("list_size", "neg_pool"):
+    for name in ("list_size", "neg_pool", "score_from", "pu_min_items"):
         if o[name] < 1:
             raise LLMHDError(f"--{name.replace('_', '-')}: must be at least 1, got {o[name]}")
     for high, low in (("eps_pos_max", "eps_pos_min"), ("eps_neg_max", "eps_neg_min"), ("eps_pair_max", "eps_pair_min")):

@@ -55,6 +55,10 @@ OPTIONS = [
            "version); fresh = the sample's own sampled negative, new every epoch (the paper's; docs/cost.md)",
            choices=("pool", "fresh")),
     Option("neg_pool", int, 1, "llmhd: items in each user's reference negative pool (--negatives pool)"),
+    Option("score_from", int, 1, "llmhd: send a sample to the LLM once its positive has been a hard candidate in this "
+           "many batches (1: at once, the paper's; earlier appearances are dropped as LD drops them; docs/cost.md)"),
+    Option("pu_min_items", int, 1, "llmhd: rewrite a user's profile (PU) once this many confident items of a kind "
+           "are waiting (collected over epochs; 1: every epoch with a new one, the paper's; docs/cost.md)"),
     Option("judge_accuracy", float, 1.0, "llmhd: simulated judge error: with probability 1 - p a score is replaced "
            "by a uniform random one in 1..10 (seeded; sweeps how accurate the LLM must be, e.g. with the oracle)"),
 ]
