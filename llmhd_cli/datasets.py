@@ -15,6 +15,7 @@ names, writes and reads every file of it (as `llmhd_cli.runs` does for run folde
         ratings.tsv             every rated pair the source had, low ratings included (rating data only)
         user_profiles.jsonl     {"user_id": str, "profile": str} shipped by the source (may be absent)
         profiles/               summarized profiles (`llmhd_cli.llm.profiles`, written by summarize)
+        llm_spent.jsonl         what summarize spent, one line per template (`llmhd_cli.llm.ledger`)
 
 Ids are the source's own tokens, kept as strings.
 """
@@ -45,6 +46,7 @@ RATINGS = "ratings.tsv"
 ITEMS = "items.jsonl"
 USER_PROFILES = "user_profiles.jsonl"
 PROFILES = "profiles"
+SPENT = "llm_spent.jsonl"  # what summarize spent on the dataset (llmhd_cli.llm.ledger writes it)
 RECBOLE_DIR = ".recbole"  # RecBole's checkpoint_dir for this dataset (llmhd lets it read nothing there)
 # RecBole atomic-file headers: the split files, noise.tsv and ratings.tsv
 TOKEN_HEADER = ["user_id:token", "item_id:token"]
@@ -172,6 +174,10 @@ class PreparedDataset:
     @property
     def profiles_dir(self) -> Path:
         return self.path / PROFILES
+
+    @property
+    def spent_file(self) -> Path:
+        return self.path / SPENT
 
     @property
     def recbole_dir(self) -> Path:

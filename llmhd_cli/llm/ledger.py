@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmhd_cli.datasets import SPENT
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.usage import COUNTERS, Usage, usage_sum
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
-SPENT_FILE = "llm_spent.jsonl"
+SPENT_FILE = SPENT  # in the dataset folder (PreparedDataset.spent_file)
 # A training run logs its LLM use per epoch summed over its templates (T_score, T_fp, T_fn).
 TRAIN_TEMPLATE = "train: score, update_fp, update_fn"
 NOT_RECORDED = "(default)"  # a run that named no provider/model used the settings' defaults of its time
@@ -176,7 +177,7 @@ def record_spending(dataset: PreparedDataset, rows: Iterable[Usage]) -> None:
     ``rows`` are `Usage`s that also have template, provider and model attributes (e.g.
     `llmhd_cli.summarize.TemplateStats`).
     """
-    path = Path(dataset.path) / SPENT_FILE
+    path = dataset.spent_file
     with path.open("a", encoding="utf-8") as f:
         for row in rows:
             keys = {k: str(getattr(row, k)) for k in ("template", "provider", "model")}
@@ -186,7 +187,7 @@ def record_spending(dataset: PreparedDataset, rows: Iterable[Usage]) -> None:
 def dataset_spending(dataset: PreparedDataset, runs_root: Path | None = None) -> list[SpentRow]:
     """Totals per (template, provider, model) of every run on this dataset: summarize's recorded
     rows and the training runs under ``runs_root`` (see `training_spending`)."""
-    path = Path(dataset.path) / SPENT_FILE
+    path = dataset.spent_file
     totals: dict[tuple[str, str, str], SpentRow] = {}
     if path.exists():
         with path.open(encoding="utf-8") as f:
