@@ -75,3 +75,25 @@ def test_every_builtin_provider_keeps_to_the_contract() -> None:
         counter = cls.token_counter(cls.models[0] if cls.models else "")
         assert counter.count("hello world") > 0 and isinstance(counter.name, str) and counter.name
         assert all(isinstance(k, str) and v > 0 for k, v in cls.context_windows.items())
+
+
+def test_without_a_default_provider_settings_ask_for_one(monkeypatch, tmp_path) -> None:
+    import importlib
+
+    from llmhd_cli.errors import LLMHDError
+    from llmhd_cli.llm.settings import default_provider, resolve_settings
+
+    for var in ("LLMHD_PROVIDER", "LLMHD_MODEL", "LLMHD_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LLMHD_CONFIG", str(tmp_path / "absent.toml"))
+    assert default_provider() == "embed"
+    name = "llmhd_plugins.providers_embed"
+    module = importlib.import_module(name)
+    plugins.load_plugins().unregister(name=name)
+    try:
+        with pytest.raises(LLMHDError, match="no LLM provider chosen and none is the default: pass --provider"):
+            resolve_settings(require_key=False)
+        assert resolve_settings(provider="oracle", require_key=False).provider == "oracle"
+    finally:
+        plugins.pm.register(module, name)
+    assert resolve_settings(require_key=False).provider == "embed"

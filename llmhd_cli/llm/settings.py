@@ -103,23 +103,28 @@ def _number(value: Any, where: str, kind: type, minimum: float) -> Any:
     return number
 
 
-def default_provider() -> str:
-    """The provider used when none is configured: the registered one whose class sets
-    ``is_default`` (the built-in offline, keyless scorer), the first by name if several do."""
+def _default_name() -> str | None:
     from llmhd_cli import plugins
 
     registry = plugins.registry("provider")
     defaults = [name for name in registry.names() if getattr(registry.items[name], "is_default", False)]
-    if not defaults:
+    return defaults[0] if defaults else None
+
+
+def default_provider() -> str:
+    """The provider used when none is configured: the registered one whose class sets
+    ``is_default`` (the built-in offline, keyless scorer), the first by name if several do."""
+    name = _default_name()
+    if name is None:
         raise LLMHDError("no LLM provider chosen and none is the default: pass --provider, or set LLMHD_PROVIDER "
                          f"or [llm] provider in {user_config_path()} (llmhd providers lists them)")
-    return defaults[0]
+    return name
 
 
-def _config_provider(config: dict[str, Any]) -> str:
+def _config_provider(config: dict[str, Any]) -> str | None:
     """The provider the user config's [llm] table is about (its model, base_url, context_window)."""
     value = config.get("provider")
-    return str(value) if value else default_provider()
+    return str(value) if value else _default_name()
 
 
 def context_window_setting(provider: str) -> int | None:
