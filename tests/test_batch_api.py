@@ -595,3 +595,14 @@ def test_a_job_killed_after_storing_its_answers_is_counted_on_the_next_run(tmp_p
     assert ledger_of(workspace)["books/summarize"].calls == 4
     [record] = (workspace / "llm-cache" / BATCH_DIR).glob("*.json")
     assert json.loads(record.read_text())["state"] == "collected"
+
+
+def test_refresh_submits_again_and_replaces_the_answers(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer() as server:
+        settings = settings_for("openai", server)
+        summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        settings.refresh = True
+        again = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert (server.submissions, server.submitted_requests, server.normal_calls) == (2, 8, 0)
+    assert again.profiles == 4 and again.rows[0].calls == 4 and again.rows[0].cache_hits == 0
