@@ -91,6 +91,10 @@ def _run_phase(client: Any, requests: list[LLMRequest], label: str, progress: Pr
     counts are added to ``batch``; a ``progress`` with ``batch_start``/``batch_poll`` shows the polls.
     """
     template = requests[0].template if requests else label
+    if batch is None:  # prompts of a batch still open are collected with --batch, not paid for again
+        from llmhd_cli.llm.batch import refuse_open_batches
+
+        refuse_open_batches(client, requests)
     before, skipped = client.usage.snapshot(), client.stats.budget_skipped
     if progress is not None:
         progress.start(label, len(requests))

@@ -606,3 +606,27 @@ def test_refresh_submits_again_and_replaces_the_answers(tmp_path):
         again = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
         assert (server.submissions, server.submitted_requests, server.normal_calls) == (2, 8, 0)
     assert again.profiles == 4 and again.rows[0].calls == 4 and again.rows[0].cache_hits == 0
+
+
+def test_a_run_without_batch_does_not_pay_again_for_an_open_batch(tmp_path, monkeypatch):
+    workspace = make_workspace(tmp_path)
+    written = JobStore.write_submitted
+
+    def crash_after(self, record):
+        written(self, record)
+        raise KeyboardInterrupt  # Ctrl-C while the batch runs
+
+    with OpenAIBatchServer() as server:
+        settings = settings_for("openai", server)
+        monkeypatch.setattr(JobStore, "write_submitted", crash_after)
+        with pytest.raises(KeyboardInterrupt):
+            summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        monkeypatch.setattr(JobStore, "write_submitted", written)
+        with pytest.raises(LLMHDError, match=r"4 of these prompts are in batch batch_0001 \(openai/gpt-4o-mini, .*"
+                                             r"still open: rerun with --batch to collect it") as info:
+            summarize(workspace, settings, SummarizeOptions("tiny"))
+        assert "\n" not in str(info.value) and server.normal_calls == 0
+        result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+        assert result.profiles == 4 and (server.submissions, server.normal_calls) == (1, 0)
+        again = summarize(workspace, settings, SummarizeOptions("tiny"))  # collected: a normal run is free
+        assert again.rows[0].cache_hits == 4 and server.normal_calls == 0

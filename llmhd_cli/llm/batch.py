@@ -268,6 +268,33 @@ def require_batch(provider: object) -> None:
                          f"(providers with one: {others}); run without --batch")
 
 
+def refuse_open_batches(client: LLMClient, requests: list[LLMRequest]) -> None:
+    """For a run without ``--batch``: one line, before anything is sent, when some of its uncached
+    prompts are in a batch still open (submitted, or its submit interrupted), which a normal call
+    would pay for a second time."""
+    provider = client.provider
+    jobs = JobStore(client.cache_dir)
+    if not getattr(provider, "supports_batch", False) or not jobs.dir.is_dir():
+        return
+    endpoint = endpoint_id(provider.base_url)
+    records = jobs.open_jobs(provider.name, provider.model, endpoint) + jobs.pending(provider.name, provider.model,
+                                                                                     endpoint)
+    if not records:
+        return
+    keys = {client._key(r) for r in requests}
+    keys = {k for k in keys if client.refresh or client.store.get(k) is None}
+    for record in records:
+        n = len(keys & set(record.requests.values()))
+        if not n:
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record.submitted or record.created))
+        what = f"batch {record.batch_id}" if record.batch_id else "a batch whose submit was interrupted"
+        path = jobs.record_path(record.job) if record.batch_id else jobs.pending_path(record.job)
+        raise LLMHDError(f"{n:,} of these prompts are in {what} ({provider.name}/{provider.model}, {when}), still "
+                         f"open: rerun with --batch to collect it (nothing is paid twice), or delete {path} to send "
+                         "them one by one at the list price")
+
+
 class _Runner:
     """One `run_batched` call."""
 
