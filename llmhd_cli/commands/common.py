@@ -93,12 +93,62 @@ def parse_settings(pairs: tuple[str, ...]) -> dict:
     return settings
 
 
+class RegistryHelpOption(click.Option):
+    """An option whose help text names what plugins registered (the providers, say): written
+    when the help is shown, so defining the flag loads no plugin."""
+
+    def __init__(self, *args: Any, help_from: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_from: Callable[[], str] | None = help_from
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self._help_from is not None:
+            self.help, self._help_from = self._help_from(), None
+        return super().get_help_record(ctx)
+
+
+def provider_names(**marks: bool) -> list[str]:
+    """Registered providers whose class attributes equal ``marks`` (e.g. ``supports_batch=True``)."""
+    from llmhd_cli import plugins
+
+    registry = plugins.registry("provider")
+    return [name for name in registry.names()
+            if all(bool(getattr(registry.items[name], key, False)) == value for key, value in marks.items())]
+
+
+def _provider_help() -> str:
+    """--provider's help: every registered provider, marked as its class says (`Provider.upper_bound`,
+    `Provider.generative`), and the default one (`Provider.is_default`)."""
+    from llmhd_cli import plugins
+    from llmhd_cli.llm.settings import default_provider
+
+    registry = plugins.registry("provider")
+    names = []
+    for name in registry.names():
+        cls = registry.items[name]
+        if cls.upper_bound:
+            names.append(f"{name} (UPPER BOUND diagnostic: a perfect judge of the training labels)")
+        elif not cls.generative:
+            names.append(f"{name} (offline, NOT a generative LLM)")
+        else:
+            names.append(name)
+    try:
+        default = default_provider()
+    except LLMHDError:
+        default = "none: pass one"
+    return (f"LLM provider: {', '.join(names)} (`llmhd providers` describes them) "
+            f"[default: LLMHD_PROVIDER or config [llm] provider, else {default}].")
+
+
+def batch_help(text: str) -> Callable[[], str]:
+    """A --batch help that ends naming the providers with a batch API (`Provider.supports_batch`)."""
+    return lambda: f"{text} (providers with one: {', '.join(provider_names(supports_batch=True)) or 'none loaded'})."
+
+
 def llm_options(command):
     """Flags shared by the commands that call an LLM (summarize) or price one (cost)."""
     options = [
-        click.option("--provider", default=None, help="LLM provider: embed (offline semantic scorer, NOT a generative LLM), "
-                     "openai, anthropic, oracle (UPPER BOUND diagnostic: a perfect judge of the training labels) or a plugin's "
-                     "[default: LLMHD_PROVIDER or config [llm] provider, else embed]."),
+        click.option("--provider", default=None, cls=RegistryHelpOption, help_from=_provider_help),
         click.option("--model", default=None, help="Model name [default: the provider's first model, see `llmhd providers`]."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="LLM answer cache and ledger [default: config [llm] cache_dir, else <workspace>/llm-cache]."),

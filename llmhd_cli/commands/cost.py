@@ -8,14 +8,15 @@ import click
 
 from llmhd_cli.commands import render
 from llmhd_cli.commands.common import (
+    RegistryHelpOption,
     State,
+    batch_help,
     command,
     lazy_options,
     llm_options,
     pass_state,
     writable_dir,
 )
-from llmhd_cli.errors import LLMHDError
 
 
 def _dry_run_options(command):
@@ -56,13 +57,17 @@ def _dry_run_options(command):
 @click.option("-d", "--dataset", default=None, help="Dataset to estimate for, or (with --spent) whose recorded runs to show "
               "[default for estimates: config 'default_dataset', else ml-100k, prepared on first use].")
 @llm_options
-@click.option("--base-url", default=None, help="OpenAI-/Anthropic-compatible server URL the run would use "
-              "(any model name it serves is accepted) [default: LLMHD_BASE_URL or config].")
+@click.option("--base-url", default=None, help="URL of a server that speaks the provider's API, as the run would use "
+              "(a provider with 'any with --base-url' in `llmhd providers` accepts any model name it serves) "
+              "[default: LLMHD_BASE_URL or config].")
+@click.option("--batch", is_flag=True, cls=RegistryHelpOption, help_from=batch_help(
+              "Price summarize's prompts as `summarize --batch` sends them: through the provider's batch API, "
+              "at its batch price"))
 @lazy_options(_dry_run_options)
 @pass_state
 def cost_command(state: State, spent: bool, dataset: str | None, provider: str | None, model: str | None,
                  cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool,
-                 base_url: str | None, with_training: bool, epochs: int | None, backbone: str | None,
+                 base_url: str | None, batch: bool, with_training: bool, epochs: int | None, backbone: str | None,
                  objective: str | None, batch_size: int | None, seed: int | None, device: str | None,
                  run_dir: Path | None, structured: bool, **llmhd) -> None:
     """Estimate the prompts, tokens and money of a run before it runs, or show what was spent.
@@ -70,55 +75,42 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     The estimate renders every prompt the run would send and counts its tokens; money comes
     from the price table. Prompts already cached are counted but cost nothing. Without
     training flags it covers summarize (T_sum); with --train or any training flag (e.g.
-    --eps-v 0.5) it also runs a short training dry run with the llmhd denoiser, the LLM never
-    called, and adds the T_score, T_fp and T_fn prompts it would send (Table 4's rows).
+    --eps-v 0.5) it also runs a short training dry run with the LLM denoiser (the one a plugin
+    registers a dry run for), the LLM never called, and adds the T_score, T_fp and T_fn prompts
+    it would send (Table 4's rows).
     """
-    from llmhd_cli.config import default_dataset
+    from llmhd_cli.command_options import CostRequest, dataset_or_default, spending
     from llmhd_cli.llm import estimate as est
     from llmhd_cli.llm.prompts import prompts_dir_setting
     from llmhd_cli.llm.settings import resolve_settings
 
-    overrides = {"backbone": backbone, "objective": objective, "batch_size": batch_size, "seed": seed, "device": device}
-    training = with_training or structured or run_dir is not None or epochs is not None or any(
-        v is not None for v in (*overrides.values(), *llmhd.values()))
+    request = CostRequest(spent=spent, with_training=with_training, epochs=epochs,
+                          overrides={"backbone": backbone, "objective": objective, "batch_size": batch_size,
+                                     "seed": seed, "device": device},
+                          denoiser_options=llmhd, run_dir=run_dir, structured=structured, batch=batch)
     settings = resolve_settings(provider=provider, model=model, base_url=base_url, cache_dir=cache_dir,
                                 require_key=False)
     cache = settings.resolved_cache_dir(state.workspace)
     if spent:
-        if training:
-            raise LLMHDError("cost --spent: the training flags (--train, --epochs, --eps-v, ...) are for an estimate")
-        if dataset is not None:
-            from llmhd_cli.datasets import open_dataset
-            from llmhd_cli.workspace import runs_dir
-
-            runs_root = runs_dir(state.workspace)
-            rows = est.dataset_spending(open_dataset(state.workspace, dataset), runs_root)
-            title = f"spent on {dataset} (summarize runs recorded with the dataset, training runs in {runs_root})"
-            where = dataset
-        else:
-            rows = est.ledger_spending(cache)
-            title, where = f"spent (ledger of {cache})", str(cache)
-        if provider:
-            rows = [r for r in rows if r.provider == provider]
-        if not rows:
-            render.console.print(f"nothing spent yet ({where})")
+        request.check_spent()
+        shown = spending(state.workspace, cache, dataset, provider)
+        if not shown.rows:
+            render.console.print(f"nothing spent yet ({shown.where})")
             return
-        total = est.SpentRow("total", "", "", *(sum(getattr(r, k) for r in rows) for k in
-                             ("calls", "cache_hits", "failures", "input_tokens", "output_tokens", "cost", "runs")))
-        render.console.print(render.stats_table(title, rows + [total], runs=bool(dataset)))
+        render.console.print(render.stats_table(shown.title, shown.rows, runs=shown.per_run))
         return
-    name = dataset if dataset is not None else default_dataset()
+    name = dataset_or_default(dataset)
     prompts = prompts_dir_setting(prompts_dir)
-    options: dict = {"items": items, "max_items": max_items}
+    options: dict = {"items": items, "max_items": max_items, "batch": batch}
+    if batch:
+        from llmhd_cli import plugins
+        from llmhd_cli.llm.batch import require_batch
+
+        require_batch(plugins.registry("provider").get(settings.provider, "--provider"))
     progress = None
-    if training:
-        estimator = est.training_estimator()
-        if estimator is None:
-            raise LLMHDError("cost: the training flags need a plugin that dry-runs training (none is loaded)")
-        config = estimator.train_config(name, settings.provider, settings.model, prompts, epochs, overrides,
-                                        {**llmhd, "structured": structured or None}, settings.base_url)
-        if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
-            raise LLMHDError(f"--run-dir {run_dir}: folder is not empty; name a new one or remove it first")
+    if request.dry_run:
+        config = request.dry_run_config(est.training_estimator(), name, settings.provider, settings.model, prompts,
+                                        settings.base_url)
         progress = render.DryRunProgress()
         options.update(train=config, train_observer=progress, train_run_dir=run_dir)
     from llmhd_cli.prepare import ensure_prepared
@@ -130,4 +122,4 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
     finally:
         if progress is not None:
             progress.stop()
-    render.print_estimate(result, training)
+    render.print_estimate(result, request.dry_run)

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from llmhd_cli.commands import render
-from llmhd_cli.commands.common import State, command, llm_options, pass_state, split_csv
+from llmhd_cli.commands.common import (
+    RegistryHelpOption,
+    State,
+    batch_help,
+    command,
+    llm_options,
+    pass_state,
+    split_csv,
+)
 
 
 @command("prepare")
@@ -38,12 +46,12 @@ def prepare_command(
     force: bool,
 ) -> None:
     """Clean, split and add noise to a dataset; write it to <workspace>/datasets/<name>/."""
-    from llmhd_cli.config import default_dataset
+    from llmhd_cli.command_options import dataset_or_default
     from llmhd_cli.prepare import PrepareOptions, prepare_dataset
     from llmhd_cli.workspace import check_name
 
     options = PrepareOptions(
-        name=name if name is not None else default_dataset(),
+        name=dataset_or_default(name),
         source_dir=source_dir,
         format=fmt,
         domain=domain,
@@ -64,13 +72,14 @@ def prepare_command(
 @command("summarize")
 @click.option("-d", "--dataset", default=None, help="Prepared dataset [default: config 'default_dataset', else ml-100k].")
 @llm_options
-@click.option("--base-url", default=None, help="OpenAI-/Anthropic-compatible server URL [default: LLMHD_BASE_URL or config].")
+@click.option("--base-url", default=None, help="URL of a server that speaks the provider's API (a local one, say) "
+              "[default: LLMHD_BASE_URL or config].")
 @click.option("--concurrency", type=int, default=None, help="Calls in flight at once [default: config, else 4].")
 @click.option("--max-cost", type=float, default=None, help="Stop sending calls once this many US dollars are spent [default: no limit].")
 @click.option("--refresh", is_flag=True, help="Ignore cached answers (new answers replace them).")
-@click.option("--batch", is_flag=True, help="Send the uncached prompts through the provider's batch API (OpenAI "
-              "Batch API, Anthropic Message Batches): half price, answers within 24 h; a killed run picks up its "
-              "batch when run again.")
+@click.option("--batch", is_flag=True, cls=RegistryHelpOption, help_from=batch_help(
+              "Send the uncached prompts through the provider's batch API: its batch price (often half), answers "
+              "within 24 h; a killed run picks up its batch when run again"))
 @click.option("--batch-fallback", is_flag=True, help="With --batch: send the requests a batch did not answer "
               "(errored, expired) as normal calls at the list price, instead of counting them as failures.")
 @pass_state
@@ -80,23 +89,16 @@ def summarize_command(state: State, dataset: str | None, provider: str | None, m
                       batch_fallback: bool) -> None:
     """Summarize every user's preference from their training items (T_sum), stored with the dataset.
 
-    The default provider `embed` is an offline semantic scorer, not a generative LLM: its
-    "summaries" are extractive (the user's most representative item texts).
+    A provider that is not a generative LLM (`llmhd providers` says which) writes extractive
+    "summaries": the user's most representative item texts.
     """
-    from llmhd_cli.config import default_dataset
-    from llmhd_cli.llm.prompts import prompts_dir_setting
+    from llmhd_cli.command_options import summarize_options
     from llmhd_cli.llm.settings import resolve_settings
-    from llmhd_cli.summarize import DEFAULT_MAX_ITEMS, SummarizeOptions, summarize
+    from llmhd_cli.summarize import summarize
 
-    if batch_fallback and not batch:
-        from llmhd_cli.errors import LLMHDError
-
-        raise LLMHDError("--batch-fallback: only with --batch")
+    options = summarize_options(dataset, prompts_dir, items, max_items, batch=batch, batch_fallback=batch_fallback)
     settings = resolve_settings(provider=provider, model=model, base_url=base_url,
                                 cache_dir=cache_dir, concurrency=concurrency, max_cost=max_cost, refresh=refresh)
-    options = SummarizeOptions(dataset if dataset is not None else default_dataset(), prompts_dir_setting(prompts_dir), items,
-                               max_items if max_items is not None else DEFAULT_MAX_ITEMS, batch=batch,
-                               batch_fallback=batch_fallback)
     from llmhd_cli import plugins
 
     cls = plugins.registry("provider").get(settings.provider, "--provider")

@@ -8,7 +8,6 @@ import click
 
 from llmhd_cli.commands import render
 from llmhd_cli.commands.common import State, command, pass_state
-from llmhd_cli.errors import LLMHDError
 
 
 @command("evaluate")
@@ -34,6 +33,7 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
     over seeds and by a paired test over the test users (each user's metric averaged over
     the setting's seeds).
     """
+    from llmhd_cli.command_options import check_evaluate_flags
     from llmhd_cli.evaluation import (
         evaluate_runs,
         group_rows,
@@ -42,10 +42,7 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
         run_rows,
     )
 
-    if baseline and not group:
-        raise LLMHDError("--baseline: only meaningful with --group")
-    if paired_test != "t" and not baseline:
-        raise LLMHDError("--paired-test: only meaningful with --group --baseline")
+    check_evaluate_flags(group, baseline, paired_test)
     spec = parse_baseline(baseline) if baseline else None  # a malformed spec fails before any ranking
     evaluations = evaluate_runs(list(run_dirs), state.workspace, recompute=recompute, device=device)
     rows = group_rows(evaluations, spec, paired_test) if group else run_rows(evaluations)

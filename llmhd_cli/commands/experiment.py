@@ -124,11 +124,11 @@ def experiment_cost(state: State, spec_path: Path, epochs: int | None, threads: 
     One dry run per distinct LLM-relevant setting (seeds and score thresholds do not change
     it), multiplied by the runs it stands for; T_sum for the datasets still without profiles.
     """
+    from llmhd_cli.command_options import check_epochs_cap
     from llmhd_cli.experiments import runner
     from llmhd_cli.experiments.cost import grid_cost
 
-    if epochs is not None and epochs < 1:
-        raise LLMHDError(f"--epochs: must be at least 1, got {epochs}")
+    check_epochs_cap(epochs)
     plan = _load_plan(spec_path)
     runner.check_base_datasets(state.workspace, plan)
     runner.prepare_datasets(state.workspace, plan, render.notify_err)

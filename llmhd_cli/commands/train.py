@@ -8,7 +8,6 @@ import click
 
 from llmhd_cli.commands import render
 from llmhd_cli.commands.common import State, command, lazy_options, parse_settings, writable_dir
-from llmhd_cli.errors import LLMHDError
 
 
 def _denoiser_flag_options(command):
@@ -51,31 +50,15 @@ def _denoiser_flag_options(command):
 @click.pass_context
 def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
     """Train a backbone with an objective and a denoiser; write a run directory."""
-    from llmhd_cli import plugins
-    from llmhd_cli.config import TrainConfig, train_config
+    from llmhd_cli.command_options import train_config_from_flags
     from llmhd_cli.prepare import ensure_prepared
     from llmhd_cli.training import train
     from llmhd_cli.workspace import runs_dir
 
     state: State = ctx.obj
-    core = {f for f in TrainConfig.__dataclass_fields__}
     given = {k: v for k, v in flags.items() if v is not None and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    config = train_config(config_file, {k: v for k, v in given.items() if k in core}, parse_settings(settings))
-
-    denoiser_flags = {k: v for k, v in given.items() if k not in core}
-    if denoiser_flags:
-        spec = plugins.registry("denoiser").get(config.denoiser, "--denoiser")
-        own = {o.name for o in spec.options}
-        for name in denoiser_flags:
-            if name not in own:
-                owners = [s.name for s in plugins.registry("denoiser").items.values() if name in {o.name for o in s.options}]
-                raise LLMHDError(f"--{name.replace('_', '-')}: an option of denoiser {', '.join(owners)}, not of '{config.denoiser}'")
-        config.denoiser_params = {**config.denoiser_params, **denoiser_flags}
-
     # Checked before ensure_prepared, which may write the built-in dataset (it checks the name itself).
-    from llmhd_cli.recbole_data import check_backbone_params
-
-    check_backbone_params(plugins.registry("backbone").get(config.backbone, "--backbone"), config.backbone_params)
+    config = train_config_from_flags(config_file, given, parse_settings(settings))
     dataset = ensure_prepared(state.workspace, config.dataset, notify=render.notify)
     with render.TrainProgress(config.epochs) as progress:
         result = train(config, dataset, runs_dir(state.workspace), observer=progress, run_dir=run_dir)
