@@ -95,8 +95,9 @@ class _BatchServer:
 class OpenAIBatchServer(_BatchServer):
     """OpenAI's files + batches endpoints, and chat completions."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, final_status: str = "completed", **kwargs: Any) -> None:
         self.files: dict[str, bytes] = {}
+        self.final_status = final_status  # how a batch ends: completed, or expired / cancelled (partial results)
         super().__init__(*args, **kwargs)
 
     def __enter__(self) -> OpenAIBatchServer:
@@ -226,9 +227,9 @@ class OpenAIBatchServer(_BatchServer):
             done = min(total, batch["polls"] * total // (self.in_progress_polls + 1))
             status, counts = "in_progress", {"total": total, "completed": done, "failed": 0}
         else:
-            status, counts = "completed", {"total": total, "completed": total - batch["failed"],
-                                           "failed": batch["failed"]}
-        ended = status in ("completed", "failed")
+            status, counts = self.final_status, {"total": total, "completed": total - batch["failed"],
+                                                 "failed": batch["failed"]}
+        ended = status in ("completed", "failed", "expired", "cancelled")
         return {
             "id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions", "errors":
                 {"object": "list", "data": [batch["validation"]]} if batch["validation"] else None,

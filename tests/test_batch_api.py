@@ -630,3 +630,12 @@ def test_a_run_without_batch_does_not_pay_again_for_an_open_batch(tmp_path, monk
         assert result.profiles == 4 and (server.submissions, server.normal_calls) == (1, 0)
         again = summarize(workspace, settings, SummarizeOptions("tiny"))  # collected: a normal run is free
         assert again.rows[0].cache_hits == 4 and server.normal_calls == 0
+
+
+def test_an_expired_openai_batch_keeps_its_partial_results(tmp_path):
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer(final_status="expired", fail=fail_u3) as server:
+        result = summarize(workspace, settings_for("openai", server), SummarizeOptions("tiny", batch=True))
+    assert (result.profiles, result.batch.answered, result.batch.failed) == (3, 3, 1)
+    [record] = (workspace / "llm-cache" / BATCH_DIR).glob("*.json")
+    assert json.loads(record.read_text())["counts"] == {"answered": 3, "failed": 1}
