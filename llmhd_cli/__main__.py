@@ -1,6 +1,6 @@
 """``python -m llmhd_cli`` and the ``llmhd`` console script.
 
-Only the standard library is imported here, so a Ctrl-C during start-up (a command's imports of
+Only the standard library (and the stdlib-only `llmhd_cli.interrupt`) is imported here, so a Ctrl-C during start-up (a command's imports of
 the plugins, torch and RecBole take seconds; ``--version`` loads none of them) is caught too:
 one line, exit code 130.
 """
@@ -12,19 +12,7 @@ import signal
 import sys
 from typing import NoReturn
 
-INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
-_said = False
-
-
-def say_interrupted() -> None:
-    """Write "interrupted" to stderr, once per process however many Ctrl-Cs arrive."""
-    global _said
-    if not _said:
-        _said = True
-        try:
-            os.write(2, b"interrupted\n")  # unbuffered: nothing is lost when the process ends right after
-        except OSError:  # stderr closed: the exit code still says it
-            pass
+from llmhd_cli.interrupt import INTERRUPTED, say_interrupted
 
 
 def _exit_now(signum: int, frame: object) -> None:

@@ -18,6 +18,7 @@ from llmhd_cli.commands import builtin_commands, render
 from llmhd_cli.commands.common import LazyCommand, State
 from llmhd_cli.commands.common import parse_settings as _parse_settings  # noqa: F401  (its old home)
 from llmhd_cli.errors import LLMHDError
+from llmhd_cli.interrupt import INTERRUPTED, say_interrupted
 from llmhd_cli.redact import install_log_redaction, mask_secrets
 from llmhd_cli.workspace import resolve_workspace
 
@@ -71,8 +72,6 @@ def _build() -> click.Group:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI, turning user errors into exit code 2 and Ctrl-C into 130 (one line each)."""
-    from llmhd_cli.__main__ import INTERRUPTED, say_interrupted
-
     try:
         group = _build()
         group.main(args=argv, prog_name="llmhd", standalone_mode=False)

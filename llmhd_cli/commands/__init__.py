@@ -13,7 +13,7 @@ import click
 
 def builtin_commands() -> list[click.Command]:
     """The built-in subcommands, in no particular order (click lists them sorted)."""
-    from llmhd_cli.commands import cost, data, evaluate, experiment, plugins, prompts, train
+    from . import cost, data, evaluate, experiment, plugins, prompts, train
 
     return [
         plugins.plugins_command,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,14 +40,15 @@ def _dry_run_options(command):
                      help="Training dry run: keep its run directory here [default: a temporary folder, removed after]."),
         click.option("--structured", is_flag=True, help="Training dry run: render structured (JSON schema) score requests."),
     ]
-    spec = plugins.registry("denoiser").items.get(estimator.denoiser) if estimator is not None else None
-    for name in estimator.options if spec is not None else ():
-        option = next(o for o in spec.options if o.name == name)
-        # Plain types, choices checked by the denoiser: a bad value is one line, exit 2.
-        kind = str if option.choices else option.type
-        help_text = option.help.removeprefix("llmhd: ")
-        options.append(click.option(option.flag, option.name, type=kind, default=None,
-                                    help=f"Training dry run: {help_text} [default: {option.default}]."))
+    spec = plugins.registry("denoiser").items.get(estimator.denoiser or "") if estimator is not None else None
+    if estimator is not None and spec is not None:
+        for name in estimator.options:
+            option = next(o for o in spec.options if o.name == name)
+            # Plain types, choices checked by the denoiser: a bad value is one line, exit 2.
+            kind = str if option.choices else option.type
+            help_text = option.help.removeprefix("llmhd: ")
+            options.append(click.option(option.flag, option.name, type=kind, default=None,
+                                        help=f"Training dry run: {help_text} [default: {option.default}]."))
     for option in reversed(options):
         command = option(command)
     return command
@@ -69,7 +71,7 @@ def cost_command(state: State, spent: bool, dataset: str | None, provider: str |
                  cache_dir: Path | None, prompts_dir: str | None, max_items: int | None, items: bool,
                  base_url: str | None, batch: bool, with_training: bool, epochs: int | None, backbone: str | None,
                  objective: str | None, batch_size: int | None, seed: int | None, device: str | None,
-                 run_dir: Path | None, structured: bool, **llmhd) -> None:
+                 run_dir: Path | None, structured: bool, **llmhd: Any) -> None:
     """Estimate the prompts, tokens and money of a run before it runs, or show what was spent.
 
     The estimate renders every prompt the run would send and counts its tokens; money comes

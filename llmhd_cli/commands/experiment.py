@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,13 +11,16 @@ from llmhd_cli.commands import render
 from llmhd_cli.commands.common import State, pass_state, writable_dir
 from llmhd_cli.errors import LLMHDError
 
+if TYPE_CHECKING:
+    from llmhd_cli.experiments.grid import Plan
+
 
 @click.group("experiment")
 def experiment_group() -> None:
     """Whole grids of runs from one TOML file: plan, run (resumable), cost, report (docs/experiments.md)."""
 
 
-def _load_plan(spec_path: Path):
+def _load_plan(spec_path: Path) -> Plan:
     from llmhd_cli.experiments.grid import expand
     from llmhd_cli.experiments.spec import load_spec
 
@@ -134,7 +138,7 @@ def experiment_cost(state: State, spec_path: Path, epochs: int | None, threads: 
     runner.prepare_datasets(state.workspace, plan, render.notify_err)
     progress = render.DryRunProgress()
 
-    def observer_for(number: int, total: int, label: str):
+    def observer_for(number: int, total: int, label: str) -> render.DryRunProgress:
         render.err_console.print(f"dry run {number}/{total}: {label}", highlight=False, markup=False)
         return progress
 

@@ -5,12 +5,27 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from llmhd_cli.redact import mask_secrets
+
+if TYPE_CHECKING:  # for the annotations only: importing these at run time would load torch or pandas
+    from rich.progress import Progress, TaskID
+
+    from llmhd_cli.datasets import PreparedDataset
+    from llmhd_cli.experiments.cost import GridCost
+    from llmhd_cli.experiments.grid import Plan, PlannedRun
+    from llmhd_cli.experiments.report import ReportTable, Results
+    from llmhd_cli.experiments.runner import GridStatus, RunOutcome
+    from llmhd_cli.llm.client import LLMResult
+    from llmhd_cli.llm.estimate import Estimate
+    from llmhd_cli.plugins import Registry
+    from llmhd_cli.summarize import SummarizeResult
+    from llmhd_cli.training import EpochRecord, TrainResult
 
 # Piped output (logs, CI) would otherwise be cut at 80 columns, truncating metric tables.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -56,7 +71,7 @@ def plugins_table(plugin_names: list[str], registries: list) -> Table:
     return table
 
 
-def providers_table(registry) -> Table:
+def providers_table(registry: Registry) -> Table:
     """One row per LLM provider: models (first is the default), key variable, kind."""
     table = Table(title="llmhd LLM providers")
     table.add_column("provider", no_wrap=True)
@@ -96,7 +111,7 @@ def print_templates(templates: list) -> None:
 # --------------------------------------------------------------------------- prepare
 
 
-def print_prepared(dataset) -> None:
+def print_prepared(dataset: PreparedDataset) -> None:
     """The prepared dataset's splits (users, items, interactions, sparsity, noise) and notes."""
     info, stats = dataset.info, dataset.info.stats
     noise_note = f"{stats['noise']:,} {info.options['noise_source']} noise pairs" if stats["noise"] else "no noise"
@@ -170,7 +185,7 @@ class TrainProgress:
         done = self.progress.tasks[self.batches].completed
         self.progress.update(self.batches, rate=f"{done / max(time.perf_counter() - self._start, 1e-9):.1f} batch/s")
 
-    def epoch_end(self, record) -> None:
+    def epoch_end(self, record: EpochRecord) -> None:
         parts = [f"epoch {record.epoch:>3}", f"loss {record.loss:.4f}"]
         if record.dropped:
             parts.append(f"dropped {100 * record.dropped / max(record.samples, 1):.1f}%")
@@ -196,7 +211,7 @@ def metrics_table(title: str, rows: list[tuple[str, dict]], keys: tuple[str, ...
 METRIC_KEYS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 
-def print_trained(result) -> None:
+def print_trained(result: TrainResult) -> None:
     """A finished run's test metrics, its noise detection and where it is."""
     console.print(metrics_table(f"test metrics (best epoch {result.best_epoch}, {result.seconds_per_epoch:.2f}s/epoch)",
                                 [(result.run_dir.name, result.test)], METRIC_KEYS))
@@ -219,7 +234,7 @@ _LEAK_NOTE = ("leak: the run's LLM model reads held-out labels (its provider's l
               "an upper bound, not a result, and never grouped with other runs")
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if isinstance(value, bool):
         return "LEAK" if value else "no"  # only the leak column is boolean
     if isinstance(value, float):
@@ -301,9 +316,9 @@ def group_table(rows: list[dict], paired_test: str) -> Table:
 class LLMProgress:
     """A rich progress bar fed by the client's per-result callback."""
 
-    def __init__(self, progress) -> None:
+    def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, label: str, total: int) -> None:
         import time
@@ -313,7 +328,7 @@ class LLMProgress:
         self.cost = 0.0
         self.task = self.progress.add_task(label, total=total, rate=0.0, hits=0, tokens=0, cost=0.0, failed=0)
 
-    def update(self, result) -> None:
+    def update(self, result: LLMResult) -> None:
         import time
 
         self.done += 1
@@ -323,6 +338,7 @@ class LLMProgress:
             self.tokens += result.input_tokens + result.output_tokens
         self.cost += result.cost
         rate = self.done / max(time.monotonic() - self.t0, 1e-6)
+        assert self.task is not None, "update before start"
         self.progress.update(self.task, advance=1, rate=rate, hits=self.hits, tokens=self.tokens, cost=self.cost,
                              failed=self.failed)
 
@@ -359,7 +375,7 @@ def stats_table(title: str, rows: list, upper_bound: bool = False, runs: bool = 
     return table
 
 
-def print_summarized(result) -> None:
+def print_summarized(result: SummarizeResult) -> None:
     """Summarize's usage table and what is left to do."""
     label = f"{result.provider}/{result.model}" + (" (UPPER BOUND)" if result.upper_bound else "")
     console.print(stats_table(f"summarize {result.dataset} with {label}, prompt set '{result.template_set}'",
@@ -392,7 +408,7 @@ class DryRunProgress:
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=err_console, transient=True)
-        self.task = None
+        self.task: TaskID | None = None
 
     def message(self, text: str) -> None:
         logging.getLogger("llmhd_cli.cost").info(text)
@@ -404,9 +420,10 @@ class DryRunProgress:
         self.progress.reset(self.task, total=n_batches, description=f"training dry run, epoch {epoch}")
 
     def batch_done(self) -> None:
+        assert self.task is not None, "batch_done before epoch_start"
         self.progress.advance(self.task)
 
-    def epoch_end(self, record) -> None:
+    def epoch_end(self, record: EpochRecord) -> None:
         pass
 
     def stop(self) -> None:
@@ -419,7 +436,7 @@ TABLE4_NAMES = {"summarize": "T_sum", "score": "T_score", "update_fp": "T_fp", "
                 "item_profile": "T_item", "score_list": "T_score"}
 
 
-def print_estimate(result, training: bool) -> None:
+def print_estimate(result: Estimate, training: bool) -> None:
     """`llmhd cost`'s estimate: one row per step and template (Table 4's names with training)."""
     label = f"{result.provider}/{result.model}" + (" (UPPER BOUND)" if result.upper_bound else "")
     title = f"ESTIMATE for {result.dataset} with {label} (nothing sent)"
@@ -455,7 +472,7 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def plan_table(title: str, plan, states: dict) -> Table:
+def plan_table(title: str, plan: Plan, states: dict[str, str]) -> Table:
     """An experiment's cells: method, setting, dataset, backbone, objective, seeds, done."""
     from llmhd_cli.experiments.grid import point_label
 
@@ -483,19 +500,19 @@ class GridProgress:
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self):
         self.progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
     def message(self, text: str) -> None:
         self.progress.console.print(text, highlight=False, markup=False)
 
-    def update(self, status) -> None:
+    def update(self, status: GridStatus) -> None:
         eta = status.eta()
         epochs = " ".join(f"{p.epochs_done}/{p.epochs}" for p in status.running.values())
         info = (f"running {len(status.running)}" + (f" (epochs {epochs})" if epochs else "") + f" · left {status.left}"
@@ -506,7 +523,7 @@ class GridProgress:
             self.task = self.progress.add_task("runs done", total=status.total, info="")
         self.progress.update(self.task, completed=status.finished, info=info)
 
-    def run_finished(self, run, outcome, status) -> None:
+    def run_finished(self, run: PlannedRun, outcome: RunOutcome, status: GridStatus) -> None:
         from llmhd_cli.experiments.runner import worker_name
 
         where = "" if outcome.worker == worker_name() else f" on {outcome.worker}"  # a worker process or Ray node
@@ -517,7 +534,7 @@ class GridProgress:
             self.message(f"FAILED {run.folder}{where}: {mask_secrets(outcome.error)}")
 
 
-def experiment_table(results, table) -> Table:
+def experiment_table(results: Results, table: ReportTable) -> Table:
     from llmhd_cli.evaluation import METRICS
     from llmhd_cli.experiments.report import BACKBONE_NAMES, cell_text
 
@@ -535,14 +552,14 @@ def experiment_table(results, table) -> Table:
                     cells.append("")
                     continue
                 mean, std, mark = cell_text(c, metric, results.significance)
-                style = {1: "bold", 2: "underline"}.get(c.rank.get(metric))
+                style = {1: "bold", 2: "underline"}.get(c.rank.get(metric, 0))
                 text = f"[{style}]{mean}[/]" if style else mean
                 cells.append(text + mark + (f"\n± {std}" if std else ""))
         out.add_row(*cells)
     return out
 
 
-def grid_cost_table(title: str, result) -> Table:
+def grid_cost_table(title: str, result: GridCost) -> Table:
     """`llmhd experiment cost`: one row per distinct LLM setting, times the runs it stands for."""
     table = Table(title=title)
     table.add_column("setting")

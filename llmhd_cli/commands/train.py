@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -48,7 +49,7 @@ def _denoiser_flag_options(command):
               help="Write the run here [default: <workspace>/runs/<time>-<names>].")
 @lazy_options(_denoiser_flag_options)
 @click.pass_context
-def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags) -> None:
+def train_command(ctx: click.Context, config_file: Path | None, settings: tuple[str, ...], run_dir: Path | None, **flags: Any) -> None:
     """Train a backbone with an objective and a denoiser; write a run directory."""
     from llmhd_cli.command_options import train_config_from_flags
     from llmhd_cli.prepare import ensure_prepared
