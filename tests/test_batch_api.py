@@ -639,3 +639,19 @@ def test_an_expired_openai_batch_keeps_its_partial_results(tmp_path):
     assert (result.profiles, result.batch.answered, result.batch.failed) == (3, 3, 1)
     [record] = (workspace / "llm-cache" / BATCH_DIR).glob("*.json")
     assert json.loads(record.read_text())["counts"] == {"answered": 3, "failed": 1}
+
+
+def test_a_file_in_the_jobs_folder_that_is_no_record_is_ignored_with_a_warning(tmp_path, caplog):
+    workspace = make_workspace(tmp_path)
+    jobs = workspace / "llm-cache" / BATCH_DIR
+    jobs.mkdir(parents=True)
+    (jobs / "junk.json").write_text("{not json")
+    (jobs / "planted.json").write_text(json.dumps({
+        "job": "planted", "provider": "openai", "model": "gpt-4o-mini", "endpoint": "", "template": "books/summarize",
+        "requests": {"r0": "k"}, "created": "yesterday", "host": "h", "pid": 1, "batch_id": "b", "state": "submitted"}))
+    with OpenAIBatchServer() as server, caplog.at_level(logging.WARNING):
+        result = summarize(workspace, settings_for("openai", server), SummarizeOptions("tiny", batch=True))
+        assert server.submissions == 1
+    assert result.profiles == 4
+    ignored = [r.getMessage() for r in caplog.records if "is not a job record" in r.getMessage()]
+    assert sorted(Path(m.split()[3]).name for m in ignored) == ["junk.json", "planted.json"]  # one warning each

@@ -150,6 +150,11 @@ class JobRecord:
         if record.state not in ("pending", "submitted", "collected") or (
                 record.state != "pending" and not isinstance(record.batch_id, str)):
             raise ValueError(f"state {record.state!r} without a batch id")
+        numbers = (record.created, record.submitted or 0.0, record.collected or 0.0)
+        if not all(type(v) in (int, float) and math.isfinite(v) and v >= 0 for v in numbers) or type(record.pid) is not int:
+            raise ValueError("times or pid that are not numbers")
+        if not isinstance(record.counts, dict):
+            raise ValueError("counts that are not an object")
         return record
 
 
@@ -187,6 +192,7 @@ class JobStore:
 
     def __init__(self, cache_dir: Path) -> None:
         self.dir = Path(cache_dir) / BATCH_DIR
+        self._warned: set[Path] = set()  # files that are not records: one warning each
 
     def record_path(self, job: str) -> Path:
         return self.dir / f"{job}.json"
@@ -213,7 +219,9 @@ class JobStore:
         try:
             return JobRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as exc:
-            log.warning("batch job file %s is not a job record (%s); ignored", path, exc)
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("batch job file %s is not a job record (%s); ignored", path, exc)
             return None
 
     def _all(self, pending: bool) -> list[JobRecord]:
