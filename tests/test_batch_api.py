@@ -178,7 +178,12 @@ def test_a_run_killed_after_the_submit_picks_up_its_batch(kind, tmp_path):
     workspace = make_workspace(tmp_path)
     jobs = workspace / "llm-cache" / BATCH_DIR
     with server_cls(in_progress_polls=10**6) as server:
-        proc = child(kind, server, workspace)
+        _, _, suffix = KINDS[kind]
+        # `llmhd summarize --batch` itself, SIGKILLed while it polls.
+        proc = subprocess.Popen([sys.executable, "-m", "llmhd_cli", "--workspace", str(workspace), "summarize",
+                                 "--dataset", "tiny", "--provider", kind, "--model", model, "--base-url",
+                                 server.url + suffix, "--batch"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         try:
             wait_for(lambda: server.polls >= 2, 300)  # submitted, recorded, polling (a loaded machine: slow)
             proc.send_signal(signal.SIGKILL)
