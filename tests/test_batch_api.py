@@ -660,3 +660,17 @@ def test_a_file_in_the_jobs_folder_that_is_no_record_is_ignored_with_a_warning(t
     assert result.profiles == 4
     ignored = [r.getMessage() for r in caplog.records if "is not a job record" in r.getMessage()]
     assert sorted(Path(m.split()[3]).name for m in ignored) == ["junk.json", "planted.json"]  # one warning each
+
+
+def test_a_provider_that_crashes_in_submit_keeps_the_marker(tmp_path, monkeypatch):
+    from llmhd_plugins.providers_anthropic import AnthropicProvider
+
+    def crash(self, requests, job):
+        raise TypeError("a bug")
+
+    workspace = make_workspace(tmp_path)
+    monkeypatch.setattr(AnthropicProvider, "submit_batch", crash)
+    with AnthropicBatchServer() as server:
+        with pytest.raises(LLMHDError, match=r"crashed submitting 4 requests \(TypeError\); the batch may exist"):
+            summarize(workspace, settings_for("anthropic", server), SummarizeOptions("tiny", batch=True))
+    assert len(list((workspace / "llm-cache" / BATCH_DIR).glob("*.pending.json"))) == 1

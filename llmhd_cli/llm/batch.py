@@ -396,9 +396,11 @@ class _Runner:
             for key in keys:
                 self.errors[key] = f"batch submit failed: {message}"
             return None
-        except BaseException:
-            # Ctrl-C or a crash inside the SDK: the batch may exist; the marker stays.
-            raise
+        except Exception as exc:  # a provider bug: the batch may exist, so the marker stays (Ctrl-C: the same)
+            log.exception("provider %s crashed submitting a batch", self.provider.name)
+            raise LLMHDError(f"--batch: provider '{self.provider.name}' crashed submitting {len(keys):,} requests "
+                             f"({type(exc).__name__}); the batch may exist: check your {self.provider.name} batches, "
+                             f"then delete {self.jobs.pending_path(record.job)} to submit them again") from None
         record.batch_id, record.state, record.submitted = str(batch_id), "submitted", time.time()
         self.jobs.write_submitted(record)
         self.stats.submitted += 1
