@@ -118,6 +118,7 @@ class AnthropicProvider(Provider):
 
     supports_batch = True
     batch_max_requests = 20_000  # Anthropic takes 100,000 requests and 256 MB per batch
+    batch_max_bytes = 200_000_000  # of prompts: the 256 MB request holds the JSON around them too
 
     def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -118,6 +118,7 @@ class OpenAIProvider(Provider):
 
     supports_batch = True
     batch_max_requests = 20_000  # OpenAI takes 50,000 requests and 200 MB per batch
+    batch_max_bytes = 150_000_000  # of prompts: the 200 MB input file holds the JSON around them too
     BATCH_ENDPOINT = "/v1/chat/completions"
 
     def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -674,3 +674,19 @@ def test_a_provider_that_crashes_in_submit_keeps_the_marker(tmp_path, monkeypatc
         with pytest.raises(LLMHDError, match=r"crashed submitting 4 requests \(TypeError\); the batch may exist"):
             summarize(workspace, settings_for("anthropic", server), SummarizeOptions("tiny", batch=True))
     assert len(list((workspace / "llm-cache" / BATCH_DIR).glob("*.pending.json"))) == 1
+
+
+@pytest.mark.parametrize("limit", ["requests", "bytes"])
+def test_more_than_a_batch_holds_goes_in_several(limit, tmp_path, monkeypatch):
+    from llmhd_plugins.providers_openai import OpenAIProvider
+
+    if limit == "requests":
+        monkeypatch.setattr(OpenAIProvider, "batch_max_requests", 3)
+    else:
+        monkeypatch.setattr(OpenAIProvider, "batch_max_bytes", 1)  # one prompt per batch
+    workspace = make_workspace(tmp_path)
+    with OpenAIBatchServer() as server:
+        result = summarize(workspace, settings_for("openai", server), SummarizeOptions("tiny", batch=True))
+        expected = 2 if limit == "requests" else 4
+        assert (server.submissions, server.submitted_requests) == (expected, 4)
+    assert result.profiles == 4 and result.batch.submitted == expected

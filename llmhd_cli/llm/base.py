@@ -133,6 +133,7 @@ class Provider:
     # implement submit_batch, poll_batch and fetch_batch (find_batch if the API can find a batch by job).
     supports_batch: bool = False
     batch_max_requests: int = 10_000  # requests per submitted batch; more go in several
+    batch_max_bytes: int = 100_000_000  # prompt bytes (system + prompt, UTF-8) per submitted batch, likewise
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  options: dict[str, Any] | None = None) -> None:

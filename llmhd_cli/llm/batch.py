@@ -539,6 +539,22 @@ class _Runner:
         log.info("batch %s (%s): %d answered, %d without an answer, $%.4f", record.batch_id, status.state, calls,
                  len(record.requests) - calls, cost)
 
+    def _chunks(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` in batches of at most ``batch_max_requests`` requests and ``batch_max_bytes`` of prompts."""
+        most = max(1, int(self.provider.batch_max_requests))
+        most_bytes = max(1, int(self.provider.batch_max_bytes))
+        chunks: list[list[str]] = []
+        size = 0
+        for key in keys:
+            request = self.requests[key]
+            n = len(request.system.encode()) + len(request.prompt.encode())
+            if not chunks or len(chunks[-1]) >= most or (chunks[-1] and size + n > most_bytes):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(key)
+            size += n
+        return chunks
+
     def _budget(self, keys: list[str]) -> tuple[list[str], list[str]]:
         """The keys that fit ``max_cost`` at the batch price, and the ones that do not."""
         client = self.client
@@ -598,9 +614,8 @@ class _Runner:
             new = [k for k in mine if k not in covered and k not in attempted and k not in over_budget]
             new, over = self._budget(new)
             over_budget.update(over)
-            size = max(1, int(self.provider.batch_max_requests))
-            for start in range(0, len(new), size):
-                submitted = self._submit(new[start:start + size])
+            for chunk in self._chunks(new):
+                submitted = self._submit(chunk)
                 if submitted is not None:
                     active.append(submitted)
             attempted.update(new)
