@@ -690,3 +690,15 @@ def test_more_than_a_batch_holds_goes_in_several(limit, tmp_path, monkeypatch):
         expected = 2 if limit == "requests" else 4
         assert (server.submissions, server.submitted_requests) == (expected, 4)
     assert result.profiles == 4 and result.batch.submitted == expected
+
+
+def test_an_unreachable_server_is_one_line_and_leaves_no_marker(tmp_path):
+    from llm_servers import free_port
+
+    workspace = make_workspace(tmp_path)
+    settings = resolve_settings(provider="openai", model="gpt-4o-mini", base_url=f"http://127.0.0.1:{free_port()}/v1",
+                                max_retries=1)
+    with pytest.raises(LLMHDError, match="--batch: openai: connection error") as info:
+        summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
+    assert "\n" not in str(info.value)
+    assert not list((workspace / "llm-cache" / BATCH_DIR).glob("*.json"))
