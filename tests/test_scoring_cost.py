@@ -346,14 +346,16 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
-@pytest.mark.parametrize("scoring, negatives", [("listwise", "pool"), ("pairwise", "fresh")])
+@pytest.mark.parametrize("scoring, negatives, more", [("listwise", "pool", ()), ("pairwise", "fresh", ()),
+                                                     ("listwise", "pool", ("--score-from", "2", "--pu-min-items", "2"))])
 def test_the_estimate_is_within_25_percent_of_what_the_run_spends(workspace: Path, tmp_path: Path, scoring: str,
-                                                                  negatives: str, monkeypatch: pytest.MonkeyPatch,
+                                                                  negatives: str, more: tuple[str, ...],
+                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("LLMHD_LLM_CACHE", str(tmp_path / "cache"))  # each run pays for everything it asks
     server = ScoringServer()
     llm = ("--provider", "openai", "--model", "gpt-4o-mini", "--base-url", server.url)
-    means = ("--scoring", scoring, "--negatives", negatives)
+    means = ("--scoring", scoring, "--negatives", negatives, *more)
     try:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
