@@ -275,7 +275,7 @@ class Template:
         if budget is not None:
             values, cut = self.fit_values(variables, values, budget)
         system, prompt, hint = self._fill(values)
-        parse = self.parse
+        parse: Callable[[str], Any] = self.parse
         if self.output.type == "int_list":
             # Items the budget left out of the list are not asked for: parse the ones shown.
             shown = values.get("item_profiles", "")

@@ -210,6 +210,7 @@ class LLMHDDenoiser(Denoiser):
         """VS (or RS): the hard candidates B_HC within B_N."""
         users = batch.users[candidates]
         if batch.objective == "bpr":
+            assert batch.neg_items is not None  # BPR samples carry their negatives
             groups = [(candidates, batch.items[candidates]), (candidates, batch.neg_items[candidates])]
             groups = [(idx, self.history.variance(users, items)) for idx, items in groups]
         else:
@@ -248,20 +249,23 @@ class LLMHDDenoiser(Denoiser):
 
     def _judge_scored(self, batch: SampleBatch, chosen: torch.Tensor) -> torch.Tensor:
         """The LLM's verdict on every chosen sample (a bool mask over ``chosen``)."""
+        judge = self.judge
+        assert judge is not None  # only called while the LLM is on
         users = batch.users[chosen].cpu().numpy()
         items = batch.items[chosen].cpu().numpy()
         step, a = batch.step, self.o["alpha"]
         n = len(users)
         if batch.objective == "bpr":
+            assert batch.neg_items is not None  # BPR samples carry their negatives
             if self.pool is not None:
                 # The negative side is the user's pool (asked after the positives, so a listwise
                 # judge puts a user's positive and pool items in one list).
                 index, pool_items = self.pool.items(users)
-                scores = self.judge.scores(np.concatenate([users, users[index]]), np.concatenate([items, pool_items]))
+                scores = judge.scores(np.concatenate([users, users[index]]), np.concatenate([items, pool_items]))
                 pos, neg = scores[:n], mean_by_sample(index, scores[n:], n)
             else:
                 negs = batch.neg_items[chosen].cpu().numpy()
-                scores = self.judge.scores(np.concatenate([users, users]), np.concatenate([items, negs]))
+                scores = judge.scores(np.concatenate([users, users]), np.concatenate([items, negs]))
                 pos, neg = scores[:n], scores[n:]
             eps_pair = falling(step, a, self.o["eps_pair_max"], self.o["eps_pair_min"])
             hard = hard_pairwise(pos, neg, eps_pair, self.o["hard_rule"])
@@ -273,13 +277,13 @@ class LLMHDDenoiser(Denoiser):
                 negative = np.flatnonzero(labels == 0)
                 positive = np.flatnonzero(labels != 0)
                 index, pool_items = self.pool.items(users[negative])
-                scores = self.judge.scores(np.concatenate([users[positive], users[negative][index]]),
+                scores = judge.scores(np.concatenate([users[positive], users[negative][index]]),
                                            np.concatenate([items[positive], pool_items]))
                 judged = np.full(n, np.nan)
                 judged[positive] = scores[:len(positive)]
                 judged[negative] = mean_by_sample(index, scores[len(positive):], len(negative))
             else:
-                scores = judged = self.judge.scores(users, items)
+                scores = judged = judge.scores(users, items)
             self._counts["scored_pairs"] += len(scores)
             scores = judged
             eps_pos = falling(step, a, self.o["eps_pos_max"], self.o["eps_pos_min"])
@@ -289,6 +293,7 @@ class LLMHDDenoiser(Denoiser):
 
     def _remember_negatives(self, batch: SampleBatch) -> None:
         if batch.objective == "bpr":
+            assert batch.neg_items is not None
             self._epoch_negatives.append((batch.users, batch.neg_items))
         else:
             negative = batch.labels == 0
@@ -379,7 +384,9 @@ class LLMHDDenoiser(Denoiser):
         due = {u: items for u, items in pending.items() if len(items) >= self.o["pu_min_items"]}
         for user in due:
             del pending[user]
-        return self.judge.update_profiles(task, due, epoch) if due else 0
+        if not due or self.judge is None:
+            return 0
+        return self.judge.update_profiles(task, due, epoch)
 
 
 # ---------------------------------------------------------------------- construction
