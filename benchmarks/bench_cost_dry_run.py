@@ -19,6 +19,12 @@ Both runs validate once at the end and never stop early. The ratio is printed la
 Run: ``.venv/bin/python benchmarks/bench_cost_dry_run.py [--epochs 10] [--device auto]
 [--workspace DIR] [--source DIR]``. ``--workspace`` reuses (or prepares once) the dataset
 there instead of a temporary folder. Not a timed test.
+
+For token counts rather than timing: ``--paper-texts`` synthesizes texts of the paper's
+lengths instead (60-word item profiles, 100-word user profiles; a workspace of its own),
+``--no-plain`` skips the plain run, ``--set KEY=VALUE`` passes more llmhd options, ``--out``
+writes the rows and per-epoch counters as JSON, ``--dump-pairs`` the T_score pairs asked.
+``bench_scoring_cost.py`` compares the scoring settings on one recorded dry run.
 """
 
 from __future__ import annotations
