@@ -135,7 +135,7 @@ def main() -> None:
     extra: dict[str, object] = {}
     for item in args.llmhd:
         key, _, value = item.partition("=")
-        extra[key.strip().replace("-", "_")] = value.strip()
+        extra[key.strip().replace("-", "_")] = _value(value.strip())
     t_plain, plain_epochs = 0.0, []
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         workspace = args.workspace or Path(tmp) / "ws"
@@ -200,6 +200,16 @@ def main() -> None:
               f"{sum(plain_epochs) / len(plain_epochs):.2f}s/epoch)")
         print(f"ratio of epoch times dry-run/plain: {sum(dry_epochs) / sum(plain_epochs):.2f}")
         print(f"ratio dry-run/plain: {t_dry / t_plain:.2f} (target < 2)")
+
+
+def _value(text: str) -> object:
+    """A --set value as the option wants it: an int, a float, true/false, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 if __name__ == "__main__":
