@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # for the annotations only: importing these at run time would
     from llmhd_cli.experiments.grid import Plan, PlannedRun
     from llmhd_cli.experiments.report import ReportTable, Results
     from llmhd_cli.experiments.runner import GridStatus, RunOutcome
+    from llmhd_cli.llm.batch import BatchPoll
     from llmhd_cli.llm.client import LLMResult
     from llmhd_cli.llm.estimate import Estimate
     from llmhd_cli.plugins import Registry
@@ -161,6 +162,8 @@ class TrainProgress:
         self.epochs = self.progress.add_task("epochs", total=epochs, rate="")
         self.batches = self.progress.add_task("batches", total=1, rate="")
         self._start = 0.0
+        self._total_epochs = epochs
+        self._llm: list[tuple[int, float]] = []  # per epoch with LLM use: (tokens, dollars)
 
     def __enter__(self):
         self.progress.start()
@@ -194,8 +197,27 @@ class TrainProgress:
         if record.valid:
             parts.append(f"valid ndcg@10 {record.valid['ndcg@10']:.4f}" + (" *" if record.best else ""))
         parts.append(f"{record.seconds:.1f}s")
+        llm = (record.denoiser or {}).get("llm") if isinstance(record.denoiser, dict) else None
+        if isinstance(llm, dict):
+            parts.append(self._llm_spend(record.epoch, llm))
         self.progress.console.print("  ".join(parts), highlight=False)
         self.progress.advance(self.epochs)
+
+    def _llm_spend(self, epoch: int, llm: dict) -> str:
+        """LLM tokens and dollars spent so far, and the run's estimate: so far plus the mean of
+        the last three epochs for each epoch left (an upper bound when cost stops growing)."""
+        tokens = int(llm.get("input_tokens", 0) or 0) + int(llm.get("output_tokens", 0) or 0)
+        self._llm.append((tokens, float(llm.get("cost", 0.0) or 0.0)))
+        spent_tokens = sum(t for t, _ in self._llm)
+        spent_cost = sum(c for _, c in self._llm)
+        recent = self._llm[-3:]
+        left = max(self._total_epochs - epoch - 1, 0)
+        est_tokens = spent_tokens + left * sum(t for t, _ in recent) / len(recent)
+        est_cost = spent_cost + left * sum(c for _, c in recent) / len(recent)
+        if not spent_tokens and not spent_cost:  # a local judge (embed, oracle): free, no tokens
+            return f"LLM {int(llm.get('score_requests', 0) or 0):,} new pairs (local, no tokens)"
+        return (f"LLM {tokens:,} tok (so far {spent_tokens:,} tok ${spent_cost:.4f}; "
+                f"run est. {est_tokens:,.0f} tok ${est_cost:.4f})")
 
 
 def metrics_table(title: str, rows: list[tuple[str, dict]], keys: tuple[str, ...]) -> Table:
@@ -342,6 +364,14 @@ class LLMProgress:
         self.progress.update(self.task, advance=1, rate=rate, hits=self.hits, tokens=self.tokens, cost=self.cost,
                              failed=self.failed)
 
+    def batch_start(self, label: str, total: int) -> None:
+        """A bar for the batches a run waits for (``summarize --batch``): requests done of total."""
+        self.batch_task = self.progress.add_task(label, total=total, rate=0.0, hits=0, tokens=0, cost=0.0, failed=0)
+
+    def batch_poll(self, poll: BatchPoll) -> None:
+        self.progress.update(self.batch_task, completed=poll.done, failed=poll.failed,
+                             description=f"{poll.label} ({poll.batches} {poll.state})")
+
 
 def llm_progress_bar():
     """The progress display of LLM calls (on stderr), for `LLMProgress`."""
@@ -392,6 +422,11 @@ def print_summarized(result: SummarizeResult) -> None:
         console.print(f"[yellow]{failed:,} users failed; rerun to retry them (answers so far are cached)[/]")
     if not result.generative:
         console.print(f"note: '{result.provider}' is not a generative LLM; its profiles are extractive")
+    batch = result.batch
+    if batch is not None and (batch.submitted or batch.resumed):
+        console.print(f"batches: {batch.submitted:,} submitted, {batch.resumed:,} picked up from an earlier run; "
+                      f"{batch.answered:,} answers at the batch price, {batch.failed:,} requests without an answer"
+                      + (f" ({batch.fallback:,} sent as normal calls)" if batch.fallback else ""), highlight=False)
 
 
 class DryRunProgress:
