@@ -115,10 +115,10 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
 
 
 def _save(fig: Any, output: Path) -> None:
-    made = output.parent.absolute()  # the topmost folder this creates, removed again on failure
-    while not made.parent.exists():
-        made = made.parent
-    made = None if made.exists() else made
+    top = output.parent.absolute()  # the topmost folder this creates, removed again on failure
+    while not top.parent.exists():
+        top = top.parent
+    made = None if top.exists() else top
     tmp = None
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
