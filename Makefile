@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The set-up's pins (torch's CPU wheel): the package itself declares only ranges.
 PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo lint test test-fast bench clean
 
 $(VENV)/.core: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ $(VENV)/.server: $(VENV)/.core
 demo: $(VENV)/.core
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh
 
-## test: the whole test suite, real local servers included
-test: $(VENV)/.server
+## lint: ruff, the import contracts (import-linter) and mypy, configured in pyproject.toml
+lint: $(VENV)/.core
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
+
+## test: the linters, then the whole test suite, real local servers included
+test: lint $(VENV)/.server
 	$(PY) -m pytest
 
 ## test-fast: skip the slow end-to-end and server-backed tests
