@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used, usage_int
+from llmhd_cli.llm.http import (
+    BODY_ERRORS,
+    malformed_body,
+    provider_error,
+    sdk_call,
+    tokens_used,
+    usage_int,
+)
 
 if TYPE_CHECKING:
     from llmhd_cli.llm.batch import BatchOutcome, BatchStatus
@@ -121,12 +128,7 @@ class AnthropicProvider(Provider):
     batch_max_bytes = 200_000_000  # of prompts: the 256 MB request holds the JSON around them too
 
     def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(*args, **kwargs)
-        except self._sdk.AnthropicError as exc:
-            raise provider_error(exc, self._sdk, self.name) from None
-        except ValueError as exc:  # a body that is not JSON
-            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+        return sdk_call(self.name, self._sdk, self._sdk.AnthropicError, call, *args, **kwargs)
 
     def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
         """One Message Batch; each request's params are exactly what `complete` sends."""

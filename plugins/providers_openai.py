@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from llmhd_cli.hookspecs import hookimpl
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, provider_error, tokens_used, usage_int
+from llmhd_cli.llm.http import (
+    BODY_ERRORS,
+    malformed_body,
+    provider_error,
+    sdk_call,
+    tokens_used,
+    usage_int,
+)
 from llmhd_cli.llm.tokens import TiktokenCounter, TokenCounter
 
 if TYPE_CHECKING:
@@ -122,12 +129,7 @@ class OpenAIProvider(Provider):
     BATCH_ENDPOINT = "/v1/chat/completions"
 
     def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(*args, **kwargs)
-        except self._sdk.OpenAIError as exc:
-            raise provider_error(exc, self._sdk, self.name) from None
-        except ValueError as exc:  # a body that is not JSON
-            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+        return sdk_call(self.name, self._sdk, self._sdk.OpenAIError, call, *args, **kwargs)
 
     def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
         """The requests as a JSONL file (purpose "batch"), then a batch over it, tagged ``llmhd_job``."""

@@ -82,6 +82,17 @@ def malformed_body(name: str, what: str, body: Any = None) -> ProviderError:
     return ProviderError(f"{name}: HTTP 200 with {what}{preview}")
 
 
+def sdk_call(name: str, sdk: Any, sdk_error: type[Exception], call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` of an SDK client, its errors as the provider's `ProviderError`s
+    (an SDK error mapped by `provider_error`, a body that is not JSON by `malformed_body`)."""
+    try:
+        return call(*args, **kwargs)
+    except sdk_error as exc:
+        raise provider_error(exc, sdk, name) from None
+    except ValueError as exc:  # a body that is not JSON
+        raise malformed_body(name, f"a body that is not JSON ({exc})") from None
+
+
 def usage_counts(usage: Any, input_field: str, output_field: str) -> tuple[int, int] | None:
     """(input, output) tokens from a usage object, or None when it is missing or not numbers."""
     raw_in, raw_out = getattr(usage, input_field, None), getattr(usage, output_field, None) or 0
