@@ -229,7 +229,8 @@ class AskedJudge:
 
 def pool_denoiser(judge: AskedJudge, objective: str = "bpr", **options: Any) -> LLMHDDenoiser:
     opts = {o.name: o.default for o in OPTIONS}
-    opts.update(alpha=1.0, eps_l_max=0.5, eps_v=1.0, **options)
+    opts.update(alpha=1.0, eps_l_max=0.5, eps_v=1.0, negatives="pool")
+    opts.update(options)
     train_users = np.repeat(np.arange(1, 5), 5)  # users 1..4 have items 1..5
     train_items = np.tile(np.arange(1, 6), 4)
     data = SimpleNamespace(is_noise=np.zeros(20, dtype=bool), train_users=train_users, train_items=train_items)

@@ -50,7 +50,7 @@ OPTIONS = [
            "a batch (at most --list-size; profile and instructions paid once), pairwise = one prompt per pair "
            "(the paper's); the same pairs either way (docs/cost.md)", choices=("listwise", "pairwise")),
     Option("list_size", int, 8, "llmhd: most items in one listwise T_score prompt"),
-    Option("negatives", str, "pool", "llmhd: what the LLM scores as a judged sample's negative: pool = the mean of the "
+    Option("negatives", str, "fresh", "llmhd: what the LLM scores as a judged sample's negative: pool = the mean of the "
            "user's seeded pool of --neg-pool unseen items, recurring across epochs (each scored once per profile "
            "version); fresh = the sample's own sampled negative, new every epoch (the paper's; docs/cost.md)",
            choices=("pool", "fresh")),
