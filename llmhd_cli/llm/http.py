@@ -50,16 +50,20 @@ def provider_error(exc: Exception, sdk: Any, name: str) -> ProviderError:
         return ProviderError(f"{name}: connection error ({type(exc.__cause__ or exc).__name__})",
                              retryable=True, unreachable=True)
     if isinstance(exc, sdk.APIStatusError):
-        status = exc.status_code
-        detail = f"{name}: HTTP {status}: {exc.message}"
-        if status in (401, 403):
-            return ProviderError(f"{detail} (check the API key)", fatal=True)
-        if status == 404:
-            return ProviderError(f"{detail} (check --model and --base-url)", fatal=True)
-        retryable = status in (408, 409, 429) or status >= 500
-        return ProviderError(detail, retryable=retryable,
-                             retry_after=retry_after_seconds(getattr(exc.response, "headers", None)))
+        return status_error(f"{name}: HTTP {exc.status_code}: {exc.message}", exc.status_code,
+                            getattr(exc.response, "headers", None))
     return ProviderError(f"{name}: {type(exc).__name__}: {exc}")
+
+
+def status_error(detail: str, status: int, headers: Any, key: str = "the API key") -> ProviderError:
+    """An HTTP error status as a `ProviderError`: 401/403 and 404 fatal (``key`` names what to
+    check for the first), 408/409/429/5xx retryable with the server's Retry-After."""
+    if status in (401, 403):
+        return ProviderError(f"{detail} (check {key})", fatal=True)
+    if status == 404:
+        return ProviderError(f"{detail} (check --model and --base-url)", fatal=True)
+    retryable = status in (408, 409, 429) or status >= 500
+    return ProviderError(detail, retryable=retryable, retry_after=retry_after_seconds(headers))
 
 
 # What the SDKs raise or leave broken when an HTTP 200 body is not the expected JSON object:

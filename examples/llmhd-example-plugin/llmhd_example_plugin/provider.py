@@ -29,7 +29,7 @@ from typing import Any
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest, LLMResponse, Provider, ProviderError
-from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, retry_after_seconds, tokens_used
+from llmhd_cli.llm.http import BODY_ERRORS, malformed_body, status_error, tokens_used
 from llmhd_cli.llm.tokens import TiktokenCounter, TokenCounter
 
 PASS_THROUGH = ("temperature", "top_p", "seed", "stop", "max_tokens")
@@ -98,14 +98,8 @@ class CompatChatProvider(Provider):
                                             f"{exc})") from None
 
     def _status_error(self, exc: urllib.error.HTTPError) -> ProviderError:
-        status = exc.code
-        detail = f"{self.name}: HTTP {status} from {self.url}"
-        if status in (401, 403):
-            return ProviderError(f"{detail} (check {self.key_env})", fatal=True)
-        if status == 404:
-            return ProviderError(f"{detail} (check --base-url and --model)", fatal=True)
-        retryable = status in (408, 409, 429) or status >= 500
-        return ProviderError(detail, retryable=retryable, retry_after=retry_after_seconds(exc.headers))
+        return status_error(f"{self.name}: HTTP {exc.code} from {self.url}", exc.code, exc.headers,
+                            key=self.key_env)
 
     def _response(self, request: LLMRequest, completion: Any) -> LLMResponse:
         if not isinstance(completion, dict) or not completion.get("choices"):
