@@ -23,7 +23,7 @@ from cli_helpers import write_text_dataset
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm import batch as batch_module
 from llmhd_cli.llm.batch import BATCH_DIR, JobStore
-from llmhd_cli.llm.cache import read_ledger
+from llmhd_cli.llm.ledger import read_ledger
 from llmhd_cli.llm.pricing import PriceTable, load_prices
 from llmhd_cli.llm.profiles import ProfileStore
 from llmhd_cli.llm.settings import resolve_settings

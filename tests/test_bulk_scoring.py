@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from llmhd_cli.errors import LLMHDError
-from llmhd_cli.llm.cache import read_ledger
 from llmhd_cli.llm.client import LLMClient
+from llmhd_cli.llm.ledger import read_ledger
 from llmhd_cli.llm.prompts import template_set_for
 from llmhd_cli.prepare import PrepareOptions, prepare_dataset
 from llmhd_plugins.llmhd.judge import LLMJudge

@@ -17,10 +17,10 @@ from llmhd_cli.llm.base import LLMResponse, Provider
 from llmhd_cli.llm.estimate import (
     CostEstimator,
     EstimateRow,
-    dataset_spending,
     estimate,
     expected_output_tokens,
 )
+from llmhd_cli.llm.ledger import dataset_spending
 from llmhd_cli.llm.profiles import ProfileStore
 from llmhd_cli.llm.prompts import builtin_prompts_dir, template_set_for
 from llmhd_cli.llm.settings import resolve_settings

@@ -37,7 +37,6 @@ from diskcache.core import DEFAULT_SETTINGS, METADATA, MODE_RAW, UNKNOWN
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.llm.base import LLMRequest
-from llmhd_cli.llm.ledger import LEDGER_FILE, Ledger, LedgerRow, read_ledger  # noqa: F401  (their home before)
 from llmhd_cli.safe_pickle import no_globals, restricted_loads
 
 log = logging.getLogger(__name__)

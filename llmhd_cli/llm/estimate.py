@@ -26,17 +26,6 @@ from typing import Any
 
 from llmhd_cli.datasets import PreparedDataset
 from llmhd_cli.llm.base import LLMRequest
-
-# What was spent lives in the ledger module; these names were imported from here before.
-from llmhd_cli.llm.ledger import (  # noqa: F401
-    SPENT_FILE,
-    TRAIN_TEMPLATE,
-    SpentRow,
-    dataset_spending,
-    ledger_spending,
-    record_spending,
-    training_spending,
-)
 from llmhd_cli.llm.prompts import Template, TemplateSet
 
 log = logging.getLogger(__name__)
