@@ -249,3 +249,20 @@ def test_a_fatal_bulk_error_stops_the_run_and_a_crash_fails_its_pairs(ml100k: An
     assert judge.stats.failures == judge.stats.score_requests == judge.client.stats.failures > 0
     assert judge.stats.calls == 0
     judge.client.close()
+
+
+def test_a_dry_runs_profile_rewrite_makes_that_users_pairs_new(ml100k: Any, profiles: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """llmhd cost counts what a real run pays: a rewritten profile is a new version, so the
+    user's pairs are scored again after the rewrite; other users' pairs stay memoised."""
+    dry = make_judge(ml100k, EmbedProvider(), tmp_path / "d", profiles, dry=True, scoring="pairwise")
+    users, items = judged(dry, ml100k)
+    dry.scores(users, items)
+    first = dry.stats.score_requests
+    dry.scores(users, items)
+    assert dry.stats.score_requests == first  # nothing new without a rewrite
+    user = int(users[0])
+    assert dry.update_profiles("update_fp", {user: [int(items[0])]}, epoch=1) == 1
+    dry.scores(users, items)
+    again = len({(int(u), int(i)) for u, i in zip(users, items, strict=True) if u == user})
+    assert dry.stats.score_requests == first + again
