@@ -216,12 +216,11 @@ from llmhd_cli.llm.cache import (  # noqa: E402
     LEGACY_ANSWERS_DIR,
     MIGRATED_MARKER,
     AnswerStore,
-    Ledger,
     StoredAnswer,
     cache_key,
-    read_ledger,
 )
 from llmhd_cli.llm.client import LLMClient  # noqa: E402
+from llmhd_cli.llm.ledger import Ledger, read_ledger  # noqa: E402
 from llmhd_cli.llm.pricing import PriceTable  # noqa: E402
 from llmhd_plugins.providers_openai import OpenAIProvider  # noqa: E402
 
