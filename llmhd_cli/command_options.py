@@ -139,16 +139,17 @@ class Spending:
 
 def spending(workspace: Path, cache_dir: Path, dataset: str | None = None, provider: str | None = None) -> Spending:
     """What was spent: a dataset's recorded runs (summarize runs with the dataset, training runs
-    in the workspace's runs), else the ledger of ``cache_dir``; only ``provider``'s when named."""
+    in the workspace's runs and experiments), else the ledger of ``cache_dir``; only
+    ``provider``'s when named."""
     from llmhd_cli.llm.ledger import dataset_spending, ledger_spending, spent_total
 
     if dataset is not None:
         from llmhd_cli.datasets import open_dataset
-        from llmhd_cli.workspace import runs_dir
+        from llmhd_cli.workspace import experiments_dir, runs_dir
 
-        runs_root = runs_dir(workspace)
-        rows = dataset_spending(open_dataset(workspace, dataset), runs_root)
-        title = f"spent on {dataset} (summarize runs recorded with the dataset, training runs in {runs_root})"
+        rows = dataset_spending(open_dataset(workspace, dataset))
+        title = (f"spent on {dataset} (summarize runs recorded with the dataset, training runs in "
+                 f"{runs_dir(workspace)} and {experiments_dir(workspace)}/*/runs)")
         where = dataset
     else:
         rows = ledger_spending(cache_dir)

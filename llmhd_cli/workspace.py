@@ -42,6 +42,18 @@ def runs_dir(workspace: Path) -> Path:
     return workspace / "runs"
 
 
+def experiments_dir(workspace: Path) -> Path:
+    return workspace / "experiments"
+
+
+def all_runs_dirs(workspace: Path) -> list[Path]:
+    """Every folder of run folders in the workspace: ``runs/`` (``llmhd train``) and each
+    experiment's ``experiments/<name>/runs/`` (``llmhd experiment run``)."""
+    experiments = experiments_dir(workspace)
+    grids = sorted(p / "runs" for p in experiments.iterdir() if (p / "runs").is_dir()) if experiments.is_dir() else []
+    return [runs_dir(workspace), *grids]
+
+
 def _shown(value: object) -> str:
     # repr escapes newlines and control characters, so the error stays one readable line.
     text = repr(value)

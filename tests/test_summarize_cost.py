@@ -253,14 +253,15 @@ def test_spent_with_nothing_spent(env, capsys):
     assert code == 0 and "nothing spent yet" in out
 
 
-def write_run(workspace: Path, name: str, dataset: str, epochs: list[dict], **params) -> None:
-    """A run folder as `llmhd train` leaves it: config.toml and one log line per epoch, whose
-    ``denoiser.llm`` are the judge's counters (`JudgeStats`, as the llmhd denoiser logs them)."""
+def write_run(workspace: Path, name: str, dataset: str, epochs: list[dict], runs: str = "runs", **params) -> None:
+    """A run folder as `llmhd train` (or, with ``runs`` under experiments/, `llmhd experiment
+    run`) leaves it: config.toml and one log line per epoch, whose ``denoiser.llm`` are the
+    judge's counters (`JudgeStats`, as the llmhd denoiser logs them)."""
     import tomli_w
 
     from llmhd_plugins.llmhd.judge import JudgeStats
 
-    run = workspace / "runs" / name
+    run = workspace / runs / name
     run.mkdir(parents=True)
     (run / "config.toml").write_text(tomli_w.dumps({"dataset": dataset, "denoiser": "llmhd", "denoiser_params": params}))
     lines = [{"epoch": n, "denoiser": {"candidates": 5, **({"llm": vars(JudgeStats(**e))} if e is not None else {})}}
@@ -289,6 +290,11 @@ def test_spent_on_a_dataset_counts_its_training_runs(env, capsys):
     lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
     assert "train: score, update_fp, update_fn openai gpt-4o-mini 25 6 3 3,000 150 1.0000 2" in lines, out
     assert "total 40 8 4 4,000 200 1.2500 4" in lines, out  # with summarize's 5 oracle calls
+    # A run of an experiment grid (experiments/<name>/runs/) paid too.
+    write_run(env, "grid-run", "tiny", [paid], runs="experiments/table1/runs", provider="openai", model="gpt-4o-mini")
+    code, out, err = run_cli(capsys, env, "cost", "--spent", "--dataset", "tiny")
+    lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+    assert code == 0 and "total 50 10 5 5,000 250 1.5000 5" in lines, out
 
 
 # ------------------------------------------------------------------------------ settings

@@ -35,15 +35,15 @@ from typing import Any, Protocol
 
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.experiments.grid import Plan, PlannedRun, same_config
+from llmhd_cli.workspace import experiments_dir
 
 log = logging.getLogger(__name__)
 
-EXPERIMENTS = "experiments"
 LLM_COUNTERS = ("calls", "input_tokens", "output_tokens", "cost")
 
 
 def experiment_dir(workspace: Path, name: str) -> Path:
-    return Path(workspace) / EXPERIMENTS / name
+    return experiments_dir(Path(workspace)) / name
 
 
 def runs_root(workspace: Path, name: str) -> Path:

@@ -7,8 +7,9 @@ Three records, each read by ``llmhd cost --spent``, each counting with `llmhd_cl
   `llmhd_cli.llm.client.LLMClient` as each answer arrives; `read_ledger`, `ledger_spending`);
 - **summarize's rows** (``<dataset>/llm_spent.jsonl``): one line per template of each finished
   ``llmhd summarize`` (`record_spending`);
-- **training runs** (``<workspace>/runs/*/log.jsonl``): each epoch's ``denoiser.llm`` counters,
-  the judge's use in that epoch (`training_spending`).
+- **training runs** (``<workspace>/runs/*/log.jsonl`` and each experiment's
+  ``experiments/<name>/runs/*/log.jsonl``): each epoch's ``denoiser.llm`` counters, the judge's
+  use in that epoch (`training_spending`).
 
 `dataset_spending` adds the last two up per (template, provider, model).
 """
@@ -21,7 +22,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,9 +185,9 @@ def record_spending(dataset: PreparedDataset, rows: Iterable[Usage]) -> None:
             f.write(json.dumps({"time": time.time(), **keys, **row.as_dict()}) + "\n")
 
 
-def dataset_spending(dataset: PreparedDataset, runs_root: Path | None = None) -> list[SpentRow]:
+def dataset_spending(dataset: PreparedDataset, runs_roots: Sequence[Path] | None = None) -> list[SpentRow]:
     """Totals per (template, provider, model) of every run on this dataset: summarize's recorded
-    rows and the training runs under ``runs_root`` (see `training_spending`)."""
+    rows and the training runs under ``runs_roots`` (see `training_spending`)."""
     path = dataset.spent_file
     totals: dict[tuple[str, str, str], SpentRow] = {}
     if path.exists():
@@ -199,7 +200,7 @@ def dataset_spending(dataset: PreparedDataset, runs_root: Path | None = None) ->
                 row = totals.setdefault(key, SpentRow(*key))
                 row.add(Usage.from_mapping(data))
                 row.runs += 1
-    for row in training_spending(dataset, runs_root):
+    for row in training_spending(dataset, runs_roots):
         key = (row.template, row.provider, row.model)
         total = totals.setdefault(key, SpentRow(*key))
         total.add(row)
@@ -207,20 +208,21 @@ def dataset_spending(dataset: PreparedDataset, runs_root: Path | None = None) ->
     return [totals[k] for k in sorted(totals)]
 
 
-def training_spending(dataset: PreparedDataset, runs_root: Path | None = None) -> list[SpentRow]:
+def training_spending(dataset: PreparedDataset, runs_roots: Sequence[Path] | None = None) -> list[SpentRow]:
     """What the training runs on this dataset spent, per provider/model, from their logs.
 
-    Every run folder under ``runs_root`` (default ``<workspace>/runs``) whose config names the
-    dataset counts, finished or not (an interrupted run paid for its calls too), with the
+    Every run folder under ``runs_roots`` (default: the workspace's ``runs/`` and every
+    experiment's runs, `llmhd_cli.workspace.all_runs_dirs`) whose config names the dataset
+    counts, finished or not (an interrupted run paid for its calls too), with the
     ``llm`` counters its denoiser logged each epoch (the llmhd denoiser logs its judge's).
     Runs that spent nothing (another denoiser, a cost dry run) add no row.
     """
     from llmhd_cli.config import read_toml
-    from llmhd_cli.workspace import runs_dir
+    from llmhd_cli.workspace import all_runs_dirs
 
-    root = Path(runs_root) if runs_root is not None else runs_dir(Path(dataset.path).parent.parent)
+    roots = runs_roots if runs_roots is not None else all_runs_dirs(Path(dataset.path).parent.parent)
     totals: dict[tuple[str, str, str], SpentRow] = {}
-    for run in sorted(root.iterdir()) if root.is_dir() else ():
+    for run in (run for root in roots if root.is_dir() for run in sorted(root.iterdir())):
         if not (run / "config.toml").is_file():
             continue
         try:
