@@ -167,9 +167,10 @@ def bpr_run(workspace: Path) -> tuple[Path, Recorder]:
 
 @pytest.fixture(scope="module")
 def bce_run(workspace: Path) -> tuple[Path, Recorder]:
-    """LightGCN + BCE (pointwise rules), eps_gamma 2: profiles can change at the end of epoch 2."""
+    """LightGCN + BCE (pointwise rules), eps_gamma 2: profiles can change at the end of epoch 2.
+    LD's candidates include sampled negatives (the paper's), so both label groups are judged."""
     run_dir = workspace / "runs" / "bce"
-    recorder = traced_train(workspace, run_dir, "--objective", "bce", "--eps-gamma", "2")
+    recorder = traced_train(workspace, run_dir, "--objective", "bce", "--eps-gamma", "2", "--ld-candidates", "all")
     return run_dir, recorder
 
 
@@ -408,6 +409,36 @@ def test_random_pruning_draws_as_many_as_variance_pruning() -> None:
     assert forced.variant["pruning"] == "random"
 
 
+def bce_batch(n_pos: int = 32, step: int = 100) -> SampleBatch:
+    """Positives then their negatives; every negative's loss is larger than every positive's."""
+    gen = torch.Generator().manual_seed(3)
+    users = torch.randint(0, 20, (2 * n_pos,), generator=gen)
+    items = torch.randint(0, 30, (2 * n_pos,), generator=gen)
+    losses = torch.cat([torch.rand(n_pos, generator=gen), 1 + torch.rand(n_pos, generator=gen)])
+    labels = torch.cat([torch.ones(n_pos), torch.zeros(n_pos)])
+    index = torch.cat([torch.arange(n_pos), torch.full((n_pos,), -1)])
+    return SampleBatch("bce", losses, -losses, labels, users, items, None, index, step, 3)
+
+
+def test_ld_candidates_positives_takes_only_observed_pairs_under_bce() -> None:
+    batch = bce_batch()
+    picked = {}
+    for choice in ("all", "positives"):
+        denoiser, _ = make_denoiser(None, eps_l_max=0.25, variant="ld", ld_candidates=choice)
+        denoiser.trace = Recorder()
+        denoiser.decide(batch)
+        (b,) = denoiser.trace.batches
+        picked[choice] = b.candidates
+    assert len(picked["all"]) == len(picked["positives"]) == 16  # ceil(0.25 * 64)
+    assert picked["all"] == set(torch.topk(batch.losses, 16).indices.tolist())
+    assert all(j >= 32 for j in picked["all"])  # the paper's B_N: here all sampled negatives
+    assert picked["positives"] == set(torch.topk(batch.losses[:32], 16).indices.tolist())  # T-CE's: positives only
+    # Never more candidates than positives.
+    denoiser, _ = make_denoiser(None, eps_l_max=1.0, variant="ld", ld_candidates="positives")
+    decision = denoiser.decide(batch)
+    assert set(torch.nonzero(decision.dropped).flatten().tolist()) == set(range(32))
+
+
 def test_exhausted_budget_turns_llm_scoring_off(caplog: pytest.LogCaptureFixture) -> None:
     judge = FakeJudge(exhausted=True)
     denoiser, _ = make_denoiser(judge, eps_l_max=0.25)
@@ -456,6 +487,18 @@ def test_bce_batches_nest_and_drop_b_n_minus_b_h(bce_run: tuple[Path, Recorder],
     run_dir, recorder = bce_run
     check_trace(recorder, n_train, "bce")
     check_log_matches_trace(run_dir, recorder, n_train)
+    # The paper's B_N: sampled negatives (the second half of each batch) are candidates too.
+    assert any(j >= n // 2 for b, n in zip(recorder.batches, batch_sizes(n_train, "bce") * EPOCHS) for j in b.candidates)
+
+
+def test_bce_default_takes_candidates_among_observed_pairs(workspace: Path, n_train: int) -> None:
+    """--ld-candidates positives (the default): no sampled negative is ever a candidate."""
+    recorder = traced_train(workspace, workspace / "runs" / "bce-positives", "--objective", "bce", "--variant", "ld")
+    sizes = batch_sizes(n_train, "bce") * EPOCHS
+    assert sum(len(b.candidates) for b in recorder.batches) > 0
+    for b, n in zip(recorder.batches, sizes, strict=True):
+        assert b.candidates <= set(range(n // 2))
+        assert len(b.candidates) == min(math.ceil(ld_rate(b.step, ALPHA, EPS_L_MAX) * n), n // 2)
 
 
 def test_eps_v_zero_is_exactly_loss_based_denoising(workspace: Path, tmp_path: Path) -> None:

@@ -301,7 +301,7 @@ def test_fresh_negatives_are_the_sampled_ones() -> None:
 
 def test_bce_pool_judges_negatives_by_the_pool() -> None:
     judge = AskedJudge()
-    denoiser = pool_denoiser(judge, objective="bce", neg_pool=1)
+    denoiser = pool_denoiser(judge, objective="bce", neg_pool=1, ld_candidates="all")  # negatives can be candidates
     users = torch.tensor([1, 2, 3, 4, 1, 2, 3, 4])
     items = torch.tensor([1, 2, 3, 4, 20, 21, 22, 23])
     labels = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0])
@@ -314,6 +314,7 @@ def test_bce_pool_judges_negatives_by_the_pool() -> None:
     (asked_users, asked_items), = judge.asked
     chosen = chosen_box[0]
     negative = chosen[labels[chosen] == 0]
+    assert len(negative) > 0
     assert not set(asked_items.tolist()) & set(items[negative].tolist())  # never the sampled negatives
     assert set(asked_items.tolist()) >= {int(denoiser.pool.pool(int(u))[0]) for u in users[negative]}
 

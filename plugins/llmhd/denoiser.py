@@ -179,7 +179,7 @@ class LLMHDDenoiser(Denoiser):
             if self.trace is not None:
                 self.trace(batch.step, none, none, none, dropped)
             return Decision(torch.ones(n, device=device), dropped)
-        candidates = torch.topk(batch.losses.detach(), min(k, n)).indices
+        candidates = self._candidates(batch, k)
         dropped[candidates] = True
         c["candidates"] += len(candidates)
         noise = self._noise_mask(batch)
@@ -196,6 +196,16 @@ class LLMHDDenoiser(Denoiser):
         if self.trace is not None:
             self.trace(batch.step, candidates, hard_candidates, hard, dropped)
         return Decision((~dropped).float(), dropped)
+
+    def _candidates(self, batch: SampleBatch, k: int) -> torch.Tensor:
+        """LD: B_N, the k largest-loss samples; with ``ld_candidates = positives`` (BCE) only
+        observed pairs compete, at most all of them, as T-CE truncates."""
+        losses = batch.losses.detach()
+        if batch.objective == "bce" and self.o["ld_candidates"] == "positives":
+            positive = batch.labels > 0
+            losses = torch.where(positive, losses, torch.full_like(losses, -math.inf))
+            k = min(k, int(positive.sum()))
+        return torch.topk(losses, min(k, len(losses))).indices
 
     def _noise_mask(self, batch: SampleBatch) -> torch.Tensor:
         """Per sample: is its positive pair injected noise (BCE negatives never are)."""

@@ -49,7 +49,7 @@ TASKS = ("score", "update_fp", "update_fn")  # the training-side templates, Tabl
 LIST_TASK = "score_list"  # T_score listwise: its prompts join the T_score row
 # The llmhd options that change which prompts a dry run sees (the score thresholds do not:
 # in a dry run no score is known). The cost command offers these as flags.
-DRY_RUN_OPTIONS = ("variant", "alpha", "eps_l_max", "ld_schedule", "eps_v", "pruning", "history", "eps_gamma",
+DRY_RUN_OPTIONS = ("variant", "alpha", "eps_l_max", "ld_schedule", "ld_candidates", "eps_v", "pruning", "history", "eps_gamma",
                    "scoring", "list_size", "negatives", "neg_pool", "score_from", "pu_min_items")
 
 

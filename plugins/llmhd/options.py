@@ -26,6 +26,9 @@ OPTIONS = [
     Option("eps_l_max", float, 0.05, "llmhd: maximum fraction of a batch taken as noise candidates (LD)"),
     Option("ld_schedule", str, "tce", "llmhd: LD rate: tce = eps_l_max * min(T/alpha, 1) (the authors' code); paper = min(T/alpha, eps_l_max) as printed",
            choices=("paper", "tce")),
+    Option("ld_candidates", str, "positives", "llmhd: BCE only, which samples LD may take as noise candidates: "
+           "positives (T-CE's truncation: observed pairs only; measured best, docs/llmhd.md) or all (the paper: "
+           "sampled negatives too, judged by the pointwise rule's --eps-neg)", choices=("positives", "all")),
     Option("eps_v", float, 0.5, "llmhd: top fraction of candidates by score variance sent to the LLM (VS)"),
     Option("pruning", str, None, "llmhd: variance (VS) or random (RS); default from --variant", choices=("variance", "random")),
     Option("history", int, 5, "llmhd: epochs of score history for the variance (m)"),
