@@ -488,7 +488,8 @@ def test_bce_batches_nest_and_drop_b_n_minus_b_h(bce_run: tuple[Path, Recorder],
     check_trace(recorder, n_train, "bce")
     check_log_matches_trace(run_dir, recorder, n_train)
     # The paper's B_N: sampled negatives (the second half of each batch) are candidates too.
-    assert any(j >= n // 2 for b, n in zip(recorder.batches, batch_sizes(n_train, "bce") * EPOCHS) for j in b.candidates)
+    sizes = batch_sizes(n_train, "bce") * EPOCHS
+    assert any(j >= n // 2 for b, n in zip(recorder.batches, sizes, strict=True) for j in b.candidates)
 
 
 def test_bce_default_takes_candidates_among_observed_pairs(workspace: Path, n_train: int) -> None:
