@@ -589,11 +589,11 @@ def test_a_job_killed_after_storing_its_answers_is_counted_on_the_next_run(tmp_p
         def killed(self, *args, **kwargs):
             raise KeyboardInterrupt
 
-        recorded = LLMClient._record
-        monkeypatch.setattr(LLMClient, "_record", killed)
+        recorded = LLMClient.record_usage
+        monkeypatch.setattr(LLMClient, "record_usage", killed)
         with pytest.raises(KeyboardInterrupt):  # killed after the answers were stored, before the ledger
             summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
-        monkeypatch.setattr(LLMClient, "_record", recorded)
+        monkeypatch.setattr(LLMClient, "record_usage", recorded)
         result = summarize(workspace, settings, SummarizeOptions("tiny", batch=True))
         assert (server.submissions, server.normal_calls) == (1, 0)
     assert result.profiles == 4 and result.batch.resumed == 1

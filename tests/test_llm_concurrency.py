@@ -160,7 +160,7 @@ def test_a_claim_from_another_host_expires_with_its_lease(tmp_path):
     with LocalServer(handler) as server:
         provider = OpenAIProvider(model="local", base_url=server.url + "/v1", api_key="k")
         with LLMClient(provider, tmp_path, prices=FREE) as client:
-            key = client._key(LLMRequest("score", "t/score", "abc", "sys", "item 0", params={"max_tokens": 5}))
+            key = client.cache_key_for(LLMRequest("score", "t/score", "abc", "sys", "item 0", params={"max_tokens": 5}))
             with sqlite3.connect(tmp_path / CLAIMS_FILE) as db:
                 db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
                            (key, "elsewhere:1:x", "some-other-host", 1, time.time() + 1.5))
@@ -182,7 +182,7 @@ def test_a_live_holder_that_fails_releases_and_the_waiter_fetches(tmp_path):
         provider = OpenAIProvider(model="local", base_url=server.url + "/v1", api_key="k")
         other = ClaimStore(tmp_path)
         with LLMClient(provider, tmp_path, prices=FREE) as client:
-            key = client._key(request)
+            key = client.cache_key_for(request)
             assert other.acquire(key)
             threading.Timer(0.5, other.release, (key,)).start()
             [result] = client.run([request])

@@ -289,7 +289,7 @@ def refuse_open_batches(client: LLMClient, requests: list[LLMRequest]) -> None:
                                                                                      endpoint)
     if not records:
         return
-    keys = {client._key(r) for r in requests}
+    keys = {client.cache_key_for(r) for r in requests}
     keys = {k for k in keys if client.refresh or client.store.get(k) is None}
     for record in records:
         n = len(keys & set(record.requests.values()))
@@ -383,13 +383,13 @@ class _Runner:
         try:
             batch_id = self._submit_with_retries(record)
         except SubmitUncertain as exc:
-            message = self.client._scrub(str(exc))
+            message = self.client.scrub(str(exc))
             raise LLMHDError(f"--batch: submitting {len(keys):,} requests to {self.provider.name} failed ({message}) "
                              f"in a way that may have created the batch; rerun to look for it "
                              f"({self.jobs.pending_path(record.job)} keeps it from being paid twice)") from None
         except ProviderError as exc:  # refused: nothing was created
             self.jobs.drop_pending(record.job)
-            message = self.client._scrub(str(exc))
+            message = self.client.scrub(str(exc))
             if exc.fatal or exc.unreachable:
                 raise LLMHDError(f"--batch: {message}") from None
             log.warning("batch: submitting %d requests failed: %s", len(keys), message)
@@ -422,9 +422,9 @@ class _Runner:
             except ProviderError as exc:
                 if not exc.retryable or attempt >= self.client.max_retries:
                     raise
-                delay = exc.retry_after if exc.retry_after is not None else self.client._backoff(attempt)
+                delay = exc.retry_after if exc.retry_after is not None else self.client.retry_delay(attempt)
                 delay = max(0.0, min(delay, MAX_RETRY_AFTER))
-                log.info("batch: submit refused (%s); retry %d/%d in %.1fs", self.client._scrub(str(exc)),
+                log.info("batch: submit refused (%s); retry %d/%d in %.1fs", self.client.scrub(str(exc)),
                          attempt + 1, self.client.max_retries, delay)
                 self.client.stats.retries += 1
                 time.sleep(delay)
@@ -435,7 +435,7 @@ class _Runner:
         try:
             status = self.provider.poll_batch(record.batch_id)
         except ProviderError as exc:
-            message = self.client._scrub(str(exc))
+            message = self.client.scrub(str(exc))
             if exc.fatal:
                 raise LLMHDError(f"--batch: batch {record.batch_id}: {message}; the batch keeps running, "
                                  "rerun to pick it up") from None
@@ -491,7 +491,7 @@ class _Runner:
         client, name, model = self.client, self.provider.name, self.provider.model
         if status.error is not None:
             outcomes: dict[str, BatchOutcome] = {}
-            whole = f"batch {record.batch_id} failed: {client._scrub(status.error)}"
+            whole = f"batch {record.batch_id} failed: {client.scrub(status.error)}"
         else:
             placeholder = LLMRequest(task="", template=record.template, template_hash="", system="", prompt="")
             known = {cid: self.requests.get(key, placeholder) for cid, key in record.requests.items()}
@@ -499,7 +499,7 @@ class _Runner:
                 outcomes = self.provider.fetch_batch(record.batch_id, known)
             except ProviderError as exc:
                 raise LLMHDError(f"--batch: fetching the results of batch {record.batch_id} failed "
-                                 f"({client._scrub(str(exc))}); rerun to fetch them again (nothing is paid twice)") from None
+                                 f"({client.scrub(str(exc))}); rerun to fetch them again (nothing is paid twice)") from None
             whole = "no result for this request in the batch"
         calls = tokens_in = tokens_out = estimated = 0
         cost = 0.0
@@ -508,7 +508,7 @@ class _Runner:
             response = outcome.response if outcome is not None else None
             if response is None:
                 error = outcome.error if outcome is not None and outcome.error else whole
-                self.errors[key] = client._scrub(error)
+                self.errors[key] = client.scrub(error)
                 continue
             cached_in, written = int(response.cached_input_tokens or 0), int(response.cache_write_tokens or 0)
             price = client.prices.cost(name, model, response.input_tokens, response.output_tokens, batch=True,
@@ -529,7 +529,7 @@ class _Runner:
             cost += price
             estimated += 0 if answer.usage_reported else 1
         # Stats, per-template usage and ledger, as the normal path counts a paid call (at the batch price).
-        client._record(record.template, Usage(calls=calls, input_tokens=tokens_in, output_tokens=tokens_out,
+        client.record_usage(record.template, Usage(calls=calls, input_tokens=tokens_in, output_tokens=tokens_out,
                                               cost=cost, estimated_calls=estimated))
         record.state, record.collected = "collected", time.time()
         record.counts = {"answered": calls, "failed": len(record.requests) - calls}
@@ -644,13 +644,13 @@ def run_batched(client: LLMClient, requests: list[LLMRequest], *, label: str = "
     batch API at its batch price; see the module docstring. ``stats`` (if given) gets the batch counts."""
     from llmhd_cli.llm.client import BUDGET, GENERIC_REASK, LLMResult
 
-    if client._closed:
+    if client.closed:
         raise RuntimeError("LLMClient is closed")
     require_batch(client.provider)
     stats = stats if stats is not None else BatchRunStats()
     runner = _Runner(client, label, observer, fallback, poll_min, poll_max if poll_max is not None else _poll_max(),
                      stats)
-    keys = [client._key(r) for r in requests]  # the normal path's cache keys, so both share one cache
+    keys = [client.cache_key_for(r) for r in requests]  # the normal path's cache keys, so both share one cache
     for key, request in zip(keys, requests, strict=True):
         runner.requests.setdefault(key, request)
     cut = [r.cut for r in requests if r.cut]
@@ -674,7 +674,7 @@ def run_batched(client: LLMClient, requests: list[LLMRequest], *, label: str = "
             seen.add(key)
             client.stats.requests += 1
             if not first:  # the same prompt twice: the second is a cache hit, as in the normal path
-                client._record_hit(request.template)
+                client.record_cache_hit(request.template)
             try:
                 value = answer.value if answer.value is not None or request.parse is None else request.parse(answer.text)
             except ValueError:
@@ -683,7 +683,7 @@ def run_batched(client: LLMClient, requests: list[LLMRequest], *, label: str = "
             except Exception:
                 log.exception("parser of template %s crashed", request.template)
                 results[i] = _failed(request, "parser error", answer, price if first else 0.0)
-                client._record(request.template, Usage(failures=1))
+                client.record_usage(request.template, Usage(failures=1))
                 continue
             results[i] = LLMResult(
                 request=request, ok=True, value=value, text=answer.text, cached=not first,
@@ -695,7 +695,7 @@ def run_batched(client: LLMClient, requests: list[LLMRequest], *, label: str = "
             results[i] = _failed(request, BUDGET)
         elif key in runner.errors and not fallback:
             client.stats.requests += 1
-            client._record(request.template, Usage(failures=1))
+            client.record_usage(request.template, Usage(failures=1))
             results[i] = _failed(request, runner.errors[key])
         else:
             if key in runner.errors:
@@ -726,7 +726,7 @@ def run_batched(client: LLMClient, requests: list[LLMRequest], *, label: str = "
                     value = request.parse(second.text) if request.parse is not None else second.text
                 except Exception as exc:
                     error = f"malformed answer after one re-ask: {' '.join(str(exc).split())[:200]}"
-                    client._record(request.template, Usage(failures=1))
+                    client.record_usage(request.template, Usage(failures=1))
             result = LLMResult(request=request, ok=error is None, value=value, text=second.text, cached=False,
                                input_tokens=tokens[0], output_tokens=tokens[1], cost=price + second.cost,
                                error=error, reasked=error is None)

@@ -134,6 +134,10 @@ class LLMClient:
 
     # ------------------------------------------------------------------ public
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def run(self, requests: list[LLMRequest],
             on_result: Callable[[LLMResult], None] | None = None) -> list[LLMResult]:
         """Answer every request (in order); ``on_result`` is called in this thread as each finishes."""
@@ -203,13 +207,13 @@ class LLMClient:
             if len(values) != n:
                 raise ProviderError(f"provider '{self.provider.name}' answered {len(values)} of {n} requests")
         except ProviderError as exc:
-            message = self._scrub(_short(str(exc)))
+            message = self.scrub(_short(str(exc)))
             if exc.fatal:
                 raise LLMHDError(message) from None
             log.info("bulk %s request of %d failed: %s", template, n, message)
             values = [None] * n
         except LLMHDError as exc:  # a user-fixable problem (missing model files...): stop with its message
-            raise LLMHDError(self._scrub(str(exc))) from None
+            raise LLMHDError(self.scrub(str(exc))) from None
         except Exception as exc:  # a provider bug must not take the whole run down
             log.exception("provider %s crashed", self.provider.name)
             log.info("bulk %s request of %d failed: %s", template, n, type(exc).__name__)
@@ -217,7 +221,7 @@ class LLMClient:
         failed = sum(v is None for v in values)
         with self._lock:
             self.stats.requests += n
-        self._record(template, Usage(calls=n - failed, failures=failed))
+        self.record_usage(template, Usage(calls=n - failed, failures=failed))
         return values
 
     def close(self) -> None:
@@ -247,7 +251,7 @@ class LLMClient:
 
     def _quick(self, request: LLMRequest) -> LLMResult | None:
         """The result from the cache alone, or None (a miss, or a hit that needs a re-ask)."""
-        key = self._key(request)
+        key = self.cache_key_for(request)
         if not self.provider.cacheable or (self.refresh and key not in self._fresh):
             return None
         hit = self.store.get(key)
@@ -262,7 +266,7 @@ class LLMClient:
                 return None  # _one re-asks (or records the failure) and counts this hit then
         with self._lock:
             self.stats.requests += 1
-        self._record_hit(request.template)
+        self.record_cache_hit(request.template)
         outcome = _Outcome(hit, cached=True)
         return self._ok(request, value, outcome, [outcome])
 
@@ -332,7 +336,7 @@ class LLMClient:
             with self._lock:
                 self.stats.budget_skipped += 1
         elif error != ABORTED:
-            self._record(request.template, Usage(failures=1))
+            self.record_usage(request.template, Usage(failures=1))
             log.info("request for %s failed: %s", request.template, error)
         text = answers[-1].text if answers else ""
         return LLMResult(
@@ -341,8 +345,11 @@ class LLMClient:
             cost=cost, error=error, usage_reported=all(a.usage_reported for a in answers))
 
     # ------------------------------------------------------------------ cache, budget, call
+    # cache_key_for, retry_delay, scrub, record_usage and record_cache_hit are public: the batch
+    # path (llm.batch) shares this client's cache, retries, secret scrubbing and counters.
 
-    def _key(self, request: LLMRequest) -> str:
+    def cache_key_for(self, request: LLMRequest) -> str:
+        """The request's key in the answer cache, for this client's provider and model."""
         return cache_key(self.provider.name, self.provider.model, request,
                          include_variables=not self.provider.generative,
                          rule_version=getattr(self.provider, "rule_versions", {}).get(request.task, ""))
@@ -365,11 +372,11 @@ class LLMClient:
             with self._lock:
                 self._fresh.add(key)
         if hit is not None:
-            self._record_hit(template)
+            self.record_cache_hit(template)
         return hit
 
     def _answer(self, request: LLMRequest) -> _Outcome:
-        key = self._key(request)
+        key = self.cache_key_for(request)
         hit = self._lookup(key, request.template)
         if hit is not None:
             return _Outcome(hit, cached=True)
@@ -446,7 +453,7 @@ class LLMClient:
         except _Abort:
             return _Outcome(error=ABORTED)
         except ProviderError as exc:
-            return _Outcome(error=self._scrub(_short(str(exc))))
+            return _Outcome(error=self.scrub(_short(str(exc))))
         finally:
             with self._lock:
                 self._reserved -= estimate
@@ -464,7 +471,7 @@ class LLMClient:
             self.store.put(key, answer)
             with self._lock:
                 self._fresh.add(key)
-        self._record(request.template, Usage(calls=1, input_tokens=answer.input_tokens,
+        self.record_usage(request.template, Usage(calls=1, input_tokens=answer.input_tokens,
                                              output_tokens=answer.output_tokens, cost=cost,
                                              estimated_calls=0 if answer.usage_reported else 1))
         return _Outcome(answer, cached=False, cost=cost, key=key)
@@ -480,7 +487,7 @@ class LLMClient:
                 response = self.provider.complete(request)
                 return response, time.monotonic() - start
             except ProviderError as exc:
-                message = self._scrub(_short(str(exc)))
+                message = self.scrub(_short(str(exc)))
                 if exc.fatal:
                     self._abort(message)
                     raise _Abort from None
@@ -491,7 +498,7 @@ class LLMClient:
                                     "answers received so far are cached, rerun to resume")
                         raise _Abort from None
                     raise ProviderError(message) from None
-                delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                delay = exc.retry_after if exc.retry_after is not None else self.retry_delay(attempt)
                 delay = max(0.0, min(delay, MAX_RETRY_AFTER))
                 with self._lock:
                     self.stats.retries += 1
@@ -500,13 +507,13 @@ class LLMClient:
                     raise _Abort from None
                 attempt += 1
             except LLMHDError as exc:  # a user-fixable problem (missing model files...): stop with its message
-                self._abort(self._scrub(str(exc)))
+                self._abort(self.scrub(str(exc)))
                 raise _Abort from None
             except Exception as exc:  # a provider bug must not take the whole run down
                 log.exception("provider %s crashed", self.provider.name)
-                raise ProviderError(f"provider error: {type(exc).__name__}: {self._scrub(_short(str(exc)))}") from None
+                raise ProviderError(f"provider error: {type(exc).__name__}: {self.scrub(_short(str(exc)))}") from None
 
-    def _backoff(self, attempt: int) -> float:
+    def retry_delay(self, attempt: int) -> float:
         # Exponential with full jitter in [0.5, 1.5): spreads the retries of concurrent workers.
         return min(self.backoff_cap, self.backoff_base * 2 ** attempt) * (0.5 + random.random())
 
@@ -516,7 +523,7 @@ class LLMClient:
                 self._abort_message = message
         self._stop.set()
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         """Never let an API key (or a URL's credentials) into an error message, a log line or the cache."""
         key = self.provider.api_key
         if key and len(key) >= 4 and key in text:
@@ -529,14 +536,14 @@ class LLMClient:
         with self._lock:
             self.stats.cache_malformed += 1
 
-    def _record(self, template: str, usage: Usage) -> None:
+    def record_usage(self, template: str, usage: Usage) -> None:
         """Count ``usage`` of one template: in the stats, the per-template meter and the ledger."""
         with self._lock:
             self.stats.add(usage)
         self.usage.add(template, usage)
         self.ledger.add(template, self.provider.name, self.provider.model, usage)
 
-    def _record_hit(self, template: str) -> None:
+    def record_cache_hit(self, template: str) -> None:
         """Count a cache hit now; it reaches the ledger with the others at `_flush_hits`."""
         with self._lock:
             self.stats.cache_hits += 1
