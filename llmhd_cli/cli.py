@@ -15,7 +15,7 @@ import click
 
 from llmhd_cli import __version__
 from llmhd_cli.commands import builtin_commands, render
-from llmhd_cli.commands.common import LazyCommand, State
+from llmhd_cli.commands.common import LazyCommand, PathArg, State
 from llmhd_cli.commands.common import parse_settings as _parse_settings  # noqa: F401  (its old home)
 from llmhd_cli.errors import LLMHDError
 from llmhd_cli.interrupt import INTERRUPTED, say_interrupted
@@ -46,7 +46,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="llmhd")
 @click.option(
     "--workspace",
-    type=click.Path(file_okay=False),
+    type=PathArg(file_okay=False),
     default=None,
     help="Folder for prepared datasets, runs and the LLM cache [env LLMHD_WORKSPACE; "
     "config key 'workspace'; default ./llmhd-workspace].",

@@ -342,6 +342,18 @@ def test_unwritable_run_and_cache_dirs(capsys: pytest.CaptureFixture, tmp_path: 
         assert_rejected(capsys, ws, tmp_path, "summarize", "--cache-dir", str(target), words=("--cache-dir", "writable"))
 
 
+@pytest.mark.parametrize("args", [["train", "--run-dir", ""], ["cost", "--train", "--run-dir", " "],
+                                  ["summarize", "--cache-dir", ""], ["cost", "--cache-dir", ""],
+                                  ["summarize", "--prompts", ""], ["prepare", "-d", "x", "--source", ""],
+                                  ["prompts", "export", ""], ["evaluate", ""], ["--workspace", "", "providers"]],
+                         ids=lambda a: " ".join(a))
+def test_empty_paths_are_refused_not_the_current_folder(capsys: pytest.CaptureFixture, tmp_path: Path, ws: Path,
+                                                        args: list[str]) -> None:
+    """Path('') is '.': ``--run-dir ''`` used to write a run into the current folder."""
+    flag = next((a for a in args if a.startswith("--") and a != "--train"), None)
+    assert_rejected(capsys, ws, tmp_path, *args, words=("an empty path", *([flag] if flag else [])))
+
+
 def test_plot_output(capsys: pytest.CaptureFixture, tmp_path: Path, ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = fake_run(tmp_path / "run")
     for output, words in ((tmp_path / "curves.foo", ("'.foo' is not an image format", "png", "svg")),

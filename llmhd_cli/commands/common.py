@@ -64,6 +64,16 @@ def command(name: str) -> Callable[[Callable], LazyCommand]:
     return click.command(name, cls=LazyCommand)
 
 
+class PathArg(click.Path):
+    """click.Path that refuses an empty value: ``--run-dir ''`` would otherwise be the current
+    folder (Path('') is '.'), and a run, a cache or plots would land there unasked."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path: name a file or folder, or leave the option out for its default", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def writable_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """Click callback of folder options llmhd writes into: a file in the way or a folder that
     cannot be written is a one-line error while the flags are read, before anything runs."""
@@ -150,9 +160,9 @@ def llm_options(command):
     options = [
         click.option("--provider", default=None, cls=RegistryHelpOption, help_from=_provider_help),
         click.option("--model", default=None, help="Model name [default: the provider's first model, see `llmhd providers`]."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--cache-dir", type=PathArg(file_okay=False, path_type=Path), default=None,
                      help="LLM answer cache and ledger [default: config [llm] cache_dir, else <workspace>/llm-cache]."),
-        click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None,
+        click.option("--prompts", "prompts_dir", type=PathArg(file_okay=False), default=None,
                      help="Folder of prompt templates overriding the shipped ones (see `llmhd prompts export`) "
                      "[default: config key 'prompts']."),
         click.option("--max-items", type=int, default=None,

@@ -9,6 +9,7 @@ import click
 
 from llmhd_cli.commands import render
 from llmhd_cli.commands.common import (
+    PathArg,
     RegistryHelpOption,
     State,
     batch_help,
@@ -36,7 +37,7 @@ def _dry_run_options(command):
         click.option("--batch-size", type=int, default=None, help="Training dry run: batch size [default: config [train], else 1024]."),
         click.option("--seed", type=int, default=None, help="Training dry run: seed [default: config [train], else 2024]."),
         click.option("--device", default=None, help="Training dry run: auto, cpu or cuda [default: auto]."),
-        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=writable_dir,
+        click.option("--run-dir", type=PathArg(file_okay=False, path_type=Path), default=None, callback=writable_dir,
                      help="Training dry run: keep its run directory here [default: a temporary folder, removed after]."),
         click.option("--structured", is_flag=True, help="Training dry run: render structured (JSON schema) score requests."),
     ]

@@ -8,6 +8,7 @@ import click
 
 from llmhd_cli.commands import render
 from llmhd_cli.commands.common import (
+    PathArg,
     RegistryHelpOption,
     State,
     batch_help,
@@ -20,7 +21,7 @@ from llmhd_cli.commands.common import (
 
 @command("prepare")
 @click.option("-d", "--dataset", "name", default=None, help="Dataset name (folder under <workspace>/datasets) [default: config 'default_dataset', else ml-100k].")
-@click.option("--source", "source_dir", type=click.Path(path_type=Path), default=None, help="Folder with the dataset's files; not needed for built-ins (ml-100k).")
+@click.option("--source", "source_dir", type=PathArg(path_type=Path), default=None, help="Folder with the dataset's files; not needed for built-ins (ml-100k).")
 @click.option("--format", "fmt", default="auto", metavar="NAME", help="Source format: auto (detect), rlmrec, atomic, or one a plugin adds.")
 @click.option("--domain", default=None, help="Text domain for prompts [default: known names' own (amazon-books: books, yelp: businesses, steam: games, ml-100k: movies), else 'items'].")
 @click.option("--text-fields", default=None, help="Comma-separated .item columns that make an item's text (atomic format) [default: all but item_id].")

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from llmhd_cli.commands import render
-from llmhd_cli.commands.common import State, command, pass_state
+from llmhd_cli.commands.common import PathArg, State, command, pass_state
 
 
 @command("evaluate")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=PathArg(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", help="Output format.")
 @click.option("--recompute", is_flag=True, help="Rebuild each model from its checkpoint and rank again (means and per-user "
               "metrics), instead of reading metrics.json and test_per_user.npz.")
@@ -53,8 +53,8 @@ def evaluate_command(state: State, run_dirs: tuple[Path, ...], fmt: str, recompu
 
 
 @command("plot")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("llmhd-curves.png"),
+@click.argument("run_dirs", nargs=-1, required=True, type=PathArg(path_type=Path))
+@click.option("-o", "--output", type=PathArg(dir_okay=False, path_type=Path), default=Path("llmhd-curves.png"),
               help="Image to write; its extension picks the format (png, pdf, svg, ...).")
 def plot_command(run_dirs: tuple[Path, ...], output: Path) -> None:
     """Training curves of runs (validation NDCG@10, loss, dropped share, noise F1) as an image."""

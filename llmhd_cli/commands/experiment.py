@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from llmhd_cli.commands import render
-from llmhd_cli.commands.common import State, pass_state, writable_dir
+from llmhd_cli.commands.common import PathArg, State, pass_state, writable_dir
 from llmhd_cli.errors import LLMHDError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def _load_plan(spec_path: Path) -> Plan:
     return expand(load_spec(spec_path))
 
 
-_SPEC_ARG = click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+_SPEC_ARG = click.argument("spec_path", metavar="SPEC", type=PathArg(dir_okay=False, path_type=Path))
 
 
 @experiment_group.command("plan")
@@ -90,7 +90,7 @@ def experiment_run(state: State, spec_path: Path, workers: int, threads: int | N
 @_SPEC_ARG
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json", "latex"]), default="table",
               help="Output format.")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=writable_dir,
+@click.option("--plots", "plots_dir", type=PathArg(file_okay=False, path_type=Path), default=None, callback=writable_dir,
               help="Also write the figures (PNG) into this folder.")
 @click.option("--baseline", default=None, metavar="SPEC", help="Setting to test every cell against (as evaluate's "
               "--baseline) [default: the spec's [report] baseline].")

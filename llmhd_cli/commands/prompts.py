@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from llmhd_cli.commands import render
+from llmhd_cli.commands.common import PathArg
 from llmhd_cli.errors import LLMHDError
 
 
@@ -16,7 +17,7 @@ def prompts_group() -> None:
 
 
 @prompts_group.command("list")
-@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None, help="Also load (and validate) this folder.")
+@click.option("--prompts", "prompts_dir", type=PathArg(file_okay=False), default=None, help="Also load (and validate) this folder.")
 def prompts_list(prompts_dir: str | None) -> None:
     """List template sets: domains, templates and their hashes, and where each set comes from."""
     from llmhd_cli import plugins
@@ -28,7 +29,7 @@ def prompts_list(prompts_dir: str | None) -> None:
 
 @prompts_group.command("show")
 @click.argument("name")
-@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None, help="Look in this folder first.")
+@click.option("--prompts", "prompts_dir", type=PathArg(file_okay=False), default=None, help="Look in this folder first.")
 def prompts_show(name: str, prompts_dir: str | None) -> None:
     """Print a set's templates (NAME = set, e.g. books) or one template (books/score)."""
     from llmhd_cli.llm.prompts import available_sets, prompts_dir_setting
@@ -42,10 +43,10 @@ def prompts_show(name: str, prompts_dir: str | None) -> None:
 
 
 @prompts_group.command("export")
-@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("target", type=PathArg(file_okay=False, path_type=Path))
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Overwrite files in an existing non-empty folder.")
-@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None, help="Export from this folder's sets too.")
+@click.option("--prompts", "prompts_dir", type=PathArg(file_okay=False), default=None, help="Export from this folder's sets too.")
 def prompts_export(target: Path, names: tuple[str, ...], force: bool, prompts_dir: str | None) -> None:
     """Copy template sets (all, or NAMES) to TARGET/<set>/ for editing; pass TARGET with --prompts."""
     from llmhd_cli.llm.prompts import available_sets, prompts_dir_setting

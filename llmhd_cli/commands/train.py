@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from llmhd_cli.commands import render
-from llmhd_cli.commands.common import State, command, lazy_options, parse_settings, writable_dir
+from llmhd_cli.commands.common import (
+    PathArg,
+    State,
+    command,
+    lazy_options,
+    parse_settings,
+    writable_dir,
+)
 
 
 def _denoiser_flag_options(command):
@@ -43,9 +50,9 @@ def _denoiser_flag_options(command):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="auto uses a GPU when present [default: auto].")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default, one per core [default: 0].")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Backbone (RecBole) setting, e.g. --set n_layers=3; repeatable.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_file", type=PathArg(dir_okay=False, path_type=Path), default=None,
               help="TOML file of train settings (the keys of a run's config.toml); flags override it.")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=writable_dir,
+@click.option("--run-dir", type=PathArg(file_okay=False, path_type=Path), default=None, callback=writable_dir,
               help="Write the run here [default: <workspace>/runs/<time>-<names>].")
 @lazy_options(_denoiser_flag_options)
 @click.pass_context
