@@ -421,8 +421,9 @@ def _axis_figure(plt: Any, results: Results, axis: str, varying: list[CellResult
         handles, labels = grid.flat[0].get_legend_handles_labels()
         if handles:
             grid.flat[0].legend(fontsize=8)
-        fig.suptitle(f"{results.plan.spec.name}: metrics vs {short(axis)} ({title}; mean ± std over seeds, "
-                     "dashed: settings without this axis)")
+        # Two lines: one would run past the figure's edges for a long experiment name.
+        fig.suptitle(f"{results.plan.spec.name}: metrics vs {short(axis)} ({title})\n"
+                     "mean ± std over seeds; dashed: settings without this axis")
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
