@@ -84,12 +84,7 @@ class AnthropicProvider(Provider):
         return kwargs
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        try:
-            message = self._client.messages.create(**self._kwargs(request))
-        except self._sdk.AnthropicError as exc:
-            raise provider_error(exc, self._sdk, self.name) from None
-        except ValueError as exc:  # json.JSONDecodeError: a JSON content type, a body that is not JSON
-            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+        message = self._sdk_call(self._client.messages.create, **self._kwargs(request))
         if not isinstance(message, self._sdk.types.Message):  # a non-JSON content type
             raise malformed_body(self.name, "a body that is not a message", message)
         try:
@@ -127,7 +122,8 @@ class AnthropicProvider(Provider):
     batch_max_requests = 20_000  # Anthropic takes 100,000 requests and 256 MB per batch
     batch_max_bytes = 200_000_000  # of prompts: the 256 MB request holds the JSON around them too
 
-    def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def _sdk_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """An SDK call (a completion, a batch request), its errors as ProviderErrors."""
         return sdk_call(self.name, self._sdk, self._sdk.AnthropicError, call, *args, **kwargs)
 
     def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
@@ -152,7 +148,7 @@ class AnthropicProvider(Provider):
     def poll_batch(self, batch_id: str) -> BatchStatus:
         from llmhd_cli.llm.batch import BatchStatus
 
-        batch = self._batch_call(self._client.messages.batches.retrieve, batch_id)
+        batch = self._sdk_call(self._client.messages.batches.retrieve, batch_id)
         c = batch.request_counts
         failed = c.errored + c.canceled + c.expired
         total = c.processing + c.succeeded + failed
@@ -164,7 +160,7 @@ class AnthropicProvider(Provider):
         from llmhd_cli.llm.batch import BatchOutcome
 
         out: dict[str, BatchOutcome] = {}
-        for item in self._batch_call(lambda: list(self._client.messages.batches.results(batch_id))):
+        for item in self._sdk_call(lambda: list(self._client.messages.batches.results(batch_id))):
             cid = getattr(item, "custom_id", None)
             if cid not in requests:
                 continue

@@ -81,12 +81,7 @@ class OpenAIProvider(Provider):
         return kwargs
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        try:
-            completion = self._client.chat.completions.create(**self._kwargs(request))
-        except self._sdk.OpenAIError as exc:
-            raise provider_error(exc, self._sdk, self.name) from None
-        except ValueError as exc:  # json.JSONDecodeError: a JSON content type, a body that is not JSON
-            raise malformed_body(self.name, f"a body that is not JSON ({exc})") from None
+        completion = self._sdk_call(self._client.chat.completions.create, **self._kwargs(request))
         if not isinstance(completion, self._sdk.types.chat.ChatCompletion):  # a non-JSON content type
             raise malformed_body(self.name, "a body that is not a chat completion", completion)
         try:
@@ -128,7 +123,8 @@ class OpenAIProvider(Provider):
     batch_max_bytes = 150_000_000  # of prompts: the 200 MB input file holds the JSON around them too
     BATCH_ENDPOINT = "/v1/chat/completions"
 
-    def _batch_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def _sdk_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """An SDK call (a completion, a batch request), its errors as ProviderErrors."""
         return sdk_call(self.name, self._sdk, self._sdk.OpenAIError, call, *args, **kwargs)
 
     def submit_batch(self, requests: dict[str, LLMRequest], job: str) -> str:
@@ -138,7 +134,7 @@ class OpenAIProvider(Provider):
         lines = [json.dumps({"custom_id": cid, "method": "POST", "url": self.BATCH_ENDPOINT,
                              "body": self._kwargs(request)}, ensure_ascii=False) for cid, request in requests.items()]
         data = ("\n".join(lines) + "\n").encode("utf-8")
-        upload = self._batch_call(self._client.files.create, file=(f"llmhd-{job}.jsonl", data, "application/jsonl"),
+        upload = self._sdk_call(self._client.files.create, file=(f"llmhd-{job}.jsonl", data, "application/jsonl"),
                                   purpose="batch")
         try:
             batch = self._client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
@@ -156,7 +152,7 @@ class OpenAIProvider(Provider):
     def poll_batch(self, batch_id: str) -> BatchStatus:
         from llmhd_cli.llm.batch import BatchStatus
 
-        batch = self._batch_call(self._client.batches.retrieve, batch_id)
+        batch = self._sdk_call(self._client.batches.retrieve, batch_id)
         counts = batch.request_counts
         total, completed, failed = (counts.total, counts.completed, counts.failed) if counts else (0, 0, 0)
         error = None
@@ -170,12 +166,12 @@ class OpenAIProvider(Provider):
     def fetch_batch(self, batch_id: str, requests: dict[str, LLMRequest]) -> dict[str, BatchOutcome]:
         """The output file's answers and the error file's errors (expired requests are in the latter)."""
 
-        batch = self._batch_call(self._client.batches.retrieve, batch_id)
+        batch = self._sdk_call(self._client.batches.retrieve, batch_id)
         out: dict[str, BatchOutcome] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            content = self._batch_call(self._client.files.content, file_id)
+            content = self._sdk_call(self._client.files.content, file_id)
             for line in content.text.splitlines():
                 try:
                     row = json.loads(line) if line.strip() else None
@@ -213,7 +209,7 @@ class OpenAIProvider(Provider):
 
     def find_batch(self, job: str, since: float) -> str | None:
         """The batch tagged ``llmhd_job`` = ``job``, among those created since ``since`` (newest first)."""
-        for batch in self._batch_call(self._client.batches.list, limit=100):
+        for batch in self._sdk_call(self._client.batches.list, limit=100):
             if (batch.metadata or {}).get("llmhd_job") == job:
                 return str(batch.id)
             if batch.created_at < since - 600:
