@@ -126,16 +126,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from llmhd_cli import plugins
+    from llmhd_cli.commands.common import parse_settings
     from llmhd_cli.llm.estimate import EstimateContext, rows_for_requests
     from llmhd_cli.llm.pricing import load_prices
     from llmhd_cli.llm.prompts import template_set_for
     from llmhd_cli.training import TrainConfig, train
     from llmhd_plugins.llmhd.dry_run import TASKS, dry_run, dry_run_config
 
-    extra: dict[str, object] = {}
-    for item in args.llmhd:
-        key, _, value = item.partition("=")
-        extra[key.strip().replace("-", "_")] = _value(value.strip())
+    # --set read as train --set reads it: TOML scalars (7, 0.5, true), else the text.
+    extra = {key.replace("-", "_"): value for key, value in parse_settings(tuple(args.llmhd)).items()}
     t_plain, plain_epochs = 0.0, []
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         workspace = args.workspace or Path(tmp) / "ws"
@@ -184,7 +183,7 @@ def main() -> None:
         f"{e['epoch']}:{e['llm'].get('score_requests', 0)}" for e in per_epoch))
     for r in rows:
         print(f"  {r.template:<18} prompts {r.prompts:>8,}  tokens in {r.input_tokens:>12,}  "
-              f"tokens out {r.output_tokens:>10,}  ${r.cost:.4f}  ({'exact' if r.exact else 'estimated'} counts)")
+              f"tokens out {r.output_tokens:>10,}  ${r.cost:.4f}  ({'exact' if r.exact_tokens else 'estimated'} counts)")
     score = sum(r.input_tokens + r.output_tokens for r, t in zip(rows, TASKS, strict=True) if t.startswith("score"))
     update = sum(r.input_tokens + r.output_tokens for r, t in zip(rows, TASKS, strict=True) if t.startswith("update"))
     if args.out:
@@ -200,16 +199,6 @@ def main() -> None:
               f"{sum(plain_epochs) / len(plain_epochs):.2f}s/epoch)")
         print(f"ratio of epoch times dry-run/plain: {sum(dry_epochs) / sum(plain_epochs):.2f}")
         print(f"ratio dry-run/plain: {t_dry / t_plain:.2f} (target < 2)")
-
-
-def _value(text: str) -> object:
-    """A --set value as the option wants it: an int, a float, true/false, else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 if __name__ == "__main__":
