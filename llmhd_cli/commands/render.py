@@ -210,12 +210,12 @@ class TrainProgress:
         self._llm.append((tokens, float(llm.get("cost", 0.0) or 0.0)))
         spent_tokens = sum(t for t, _ in self._llm)
         spent_cost = sum(c for _, c in self._llm)
+        if not spent_tokens and not spent_cost:  # a local judge (embed, oracle): free, no tokens
+            return f"LLM {int(llm.get('score_requests', 0) or 0):,} new pairs (local, no tokens)"
         recent = self._llm[-3:]
         left = max(self._total_epochs - epoch - 1, 0)
         est_tokens = spent_tokens + left * sum(t for t, _ in recent) / len(recent)
         est_cost = spent_cost + left * sum(c for _, c in recent) / len(recent)
-        if not spent_tokens and not spent_cost:  # a local judge (embed, oracle): free, no tokens
-            return f"LLM {int(llm.get('score_requests', 0) or 0):,} new pairs (local, no tokens)"
         return (f"LLM {tokens:,} tok (so far {spent_tokens:,} tok ${spent_cost:.4f}; "
                 f"run est. {est_tokens:,.0f} tok ${est_cost:.4f})")
 
