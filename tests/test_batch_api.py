@@ -137,6 +137,20 @@ def test_batch_answers_are_cache_hits_for_the_normal_path(tmp_path):
     assert normal.rows[0].cache_hits == 4
 
 
+
+def test_a_closed_client_sends_nothing_through_the_batch_path(tmp_path):
+    from llmhd_cli.llm.base import LLMRequest
+    from llmhd_cli.llm.client import make_client
+
+    with OpenAIBatchServer() as server:
+        client = make_client(settings_for("openai", server), make_workspace(tmp_path))
+        client.close()
+        request = LLMRequest("summarize", "books/summarize", "h", "sys", "a prompt")
+        with pytest.raises(RuntimeError, match="closed"):
+            batch_module.run_batched(client, [request])
+        assert server.submissions == 0
+
+
 # ------------------------------------------------------------------------------ resume
 
 
