@@ -430,3 +430,19 @@ def test_cache_prices_in_the_table_and_their_checks(tmp_path):
         override.write_text(f'[openai]\n"m" = {{ input = 1, output = 2, cached_input = {bad} }}\n')
         with pytest.raises(LLMHDError, match=r"openai\.m: 'cached_input' must be a finite, not negative number"):
             load_prices(override)
+
+
+@pytest.mark.parametrize(("status", "fatal", "retryable"), [
+    (401, True, False), (403, True, False), (404, True, False), (400, False, False), (422, False, False),
+    (408, False, True), (409, False, True), (429, False, True), (500, False, True), (503, False, True),
+])
+def test_http_status_to_provider_error(status: int, fatal: bool, retryable: bool) -> None:
+    """One mapping for every provider (llm.http.status_error): what stops a run, what is retried."""
+    from llmhd_cli.llm.http import status_error
+
+    error = status_error(f"x: HTTP {status}", status, {"retry-after": "2"}, key="X_API_KEY")
+    assert (error.fatal, error.retryable) == (fatal, retryable)
+    assert ("X_API_KEY" in str(error)) == (status in (401, 403))
+    assert ("--base-url" in str(error)) == (status == 404)
+    if retryable:
+        assert error.retry_after == 2.0
