@@ -436,7 +436,10 @@ def _loaded(pid: int, library: str) -> bool:
 def _interrupt(command: list[str], ready, timeout: float = 240) -> tuple[int, str, str]:
     """Start ``command``, wait until ``ready(process)``, send SIGINT; (exit code, stdout, stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    # SIGINT back to its default in the child: a test run started in the background (`cmd &`
+    # without job control) inherits it ignored, and Python then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + timeout
         while not ready(proc):
